@@ -1,0 +1,173 @@
+"""Sites, tokens and the field summary. Routes stay thin: parse, call a data function, shape."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, get, post
+from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_201_CREATED
+
+from app import field, sites
+from app.api.deps import principal_of, require_admin, require_read, services
+from app.ingest.normalise import page_group
+from app.models import Site
+
+
+class PageGroupRule(msgspec.Struct):
+    pattern: str
+    group: str | None = None
+
+
+class SiteCreate(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    origins: Annotated[list[str], msgspec.Meta(min_length=1, max_length=50)]
+    page_groups: list[PageGroupRule] = []
+    query_allowlist: list[str] = []
+
+
+class SiteOut(msgspec.Struct):
+    id: int
+    name: str
+    key: str
+    origins: list[str]
+    page_groups: list[dict[str, str]]
+    query_allowlist: list[str]
+    created: str
+
+
+class TokenCreate(msgspec.Struct):
+    scope: Literal["read", "admin"]
+    name: str = ""
+    site_id: int | None = None
+
+
+class TokenOut(msgspec.Struct):
+    id: int
+    name: str
+    scope: str
+    token: str
+    site_id: int | None = None
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def site_out(site: Site) -> SiteOut:
+    assert site.id is not None
+    return SiteOut(
+        id=site.id,
+        name=site.name,
+        key=site.key,
+        origins=site.origins,
+        page_groups=site.page_groups,
+        query_allowlist=site.query_allowlist,
+        created=_iso(site.created_ms),
+    )
+
+
+def _bad(exc: Exception) -> HTTPException:
+    return HTTPException(status_code=409 if isinstance(exc, sites.Conflict) else 400, detail=str(exc))
+
+
+@post("/api/v1/sites", guards=[require_admin], status_code=HTTP_201_CREATED, tags=["sites"])
+async def create_site(request: Request[Any, Any, Any], data: SiteCreate) -> SiteOut:
+    """Create a site. The answer's `key` goes into the snippet tag (`data-site`)."""
+    try:
+        site = await sites.create_site(
+            db=services(request).db,
+            name=data.name,
+            origins=data.origins,
+            page_groups=[msgspec.structs.asdict(r) for r in data.page_groups],
+            query_allowlist=data.query_allowlist,
+        )
+    except (sites.InvalidInput, sites.Conflict) as exc:
+        raise _bad(exc) from None
+    return site_out(site)
+
+
+@get("/api/v1/sites", guards=[require_read], tags=["sites"])
+async def list_sites(request: Request[Any, Any, Any]) -> list[SiteOut]:
+    principal = principal_of(request)
+    return [
+        site_out(s)
+        for s in await sites.list_sites(db=services(request).db)
+        if s.id is not None and principal.can_read(s.id)
+    ]
+
+
+async def _readable_site(request: Request[Any, Any, Any], site_id: int) -> Site:
+    if not principal_of(request).can_read(site_id):
+        raise PermissionDeniedException("this token is limited to another site")
+    site = await sites.get_site(db=services(request).db, site_id=site_id)
+    if site is None:
+        raise NotFoundException(f"no site with id {site_id}")
+    return site
+
+
+@get("/api/v1/sites/{site_id:int}", guards=[require_read], tags=["sites"])
+async def get_site(request: Request[Any, Any, Any], site_id: int) -> SiteOut:
+    return site_out(await _readable_site(request, site_id))
+
+
+@post("/api/v1/tokens", guards=[require_admin], status_code=HTTP_201_CREATED, tags=["tokens"])
+async def create_token(request: Request[Any, Any, Any], data: TokenCreate) -> TokenOut:
+    """Create an API token. The token is in this answer only; fieldlab stores its hash."""
+    try:
+        row, token = await sites.create_token(
+            db=services(request).db, scope=data.scope, name=data.name, site_id=data.site_id
+        )
+    except sites.InvalidInput as exc:
+        raise _bad(exc) from None
+    assert row.id is not None
+    return TokenOut(id=row.id, name=row.name, scope=row.scope, token=token, site_id=row.site_id)
+
+
+def parse_time(name: str, raw: str | None, default: datetime) -> int:
+    if raw is None or raw == "":
+        return int(default.timestamp() * 1000)
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise HTTPException(
+            status_code=400, detail=f"{name}: {raw!r} is not an ISO 8601 time like 2026-11-01T00:00:00Z"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+@get("/api/v1/sites/{site_id:int}/summary", guards=[require_read], tags=["field"])
+async def summary(
+    request: Request[Any, Any, Any],
+    site_id: int,
+    since: str | None = Parameter(
+        default=None, description="ISO 8601 start (inclusive). Default: 7 days ago."
+    ),
+    until: str | None = Parameter(default=None, description="ISO 8601 end (exclusive). Default: now."),
+    page: str | None = Parameter(
+        default=None,
+        description="A path (`/product/123`) or page group (`/product/:id`); both mean its group.",
+    ),
+    device: Literal["mobile", "tablet", "desktop"] | None = Parameter(default=None),
+) -> dict[str, Any]:
+    """Count, p50/p75/p90/p95 and good / needs-improvement / poor shares per Core Web Vital."""
+    site = await _readable_site(request, site_id)
+    now = datetime.now(UTC)
+    until_ms = parse_time("until", until, now)
+    since_ms = parse_time("since", since, datetime.fromtimestamp(until_ms / 1000, UTC) - timedelta(days=7))
+    if since_ms >= until_ms:
+        raise HTTPException(status_code=400, detail="since: must be before until")
+    group = page_group(page, site.page_groups) if page else None
+    return await field.summary(
+        db=services(request).db,
+        site_id=site_id,
+        since_ms=since_ms,
+        until_ms=until_ms,
+        page_group=group,
+        device=device,
+    )

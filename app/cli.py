@@ -1,0 +1,223 @@
+"""The `fieldlab` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app import sites as site_data
+from app.config import Settings, SettingsError, documented_settings
+from app.db import Database, upgrade_database
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="fieldlab: self-hosted frontend performance monitor (field RUM + lab checks + budgets).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+sites_app = typer.Typer(help="Sites: the web properties whose real users send beacons.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens (stored hashed; shown once).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(sites_app, name="sites")
+app.add_typer(tokens_app, name="tokens")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
+    if settings.is_sqlite and settings.auto_migrate:
+        upgrade_database(settings.database_url)  # an embedded database is ready on first use
+
+    async def run() -> T:
+        db = Database(settings)
+        try:
+            return await fn(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address [env FIELDLAB_HOST, default 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env FIELDLAB_PORT, default 8000].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes [env FIELDLAB_WORKERS]. SQLite: keep 1.")
+    ] = None,
+) -> None:
+    """Run the fieldlab server (uvicorn). Settings come from FIELDLAB_* variables; see `fieldlab settings`."""
+    import uvicorn
+
+    settings = _settings(host=host, port=port, workers=workers)
+    if settings.is_sqlite and settings.auto_migrate:
+        upgrade_database(settings.database_url)
+    # Workers build their own Settings from the environment: pass the CLI flags on that way.
+    os.environ["FIELDLAB_HOST"] = settings.host
+    os.environ["FIELDLAB_PORT"] = str(settings.port)
+    if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fieldlab-metrics-")
+    err.print(f"fieldlab on http://{settings.host}:{settings.port} ({settings.workers} worker(s))")
+    uvicorn.run(
+        "app.server:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,  # per-request lines at beacon rates drown everything else
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """List every FIELDLAB_* setting with its default and meaning."""
+    table = Table("variable", "default", "meaning")
+    for name, default, doc in documented_settings():
+        table.add_row(name, default, doc)
+    out.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations to FIELDLAB_DATABASE_URL (creates the schema on a new database)."""
+    settings = _settings()
+    try:
+        upgrade_database(settings.database_url, revision)
+    except Exception as exc:
+        raise _fail(f"migration failed on {settings.database_url.split('@')[-1]}: {exc}") from None
+    err.print(f"database at revision {revision}")
+
+
+@sites_app.command("add")
+def sites_add(
+    name: Annotated[str, typer.Argument(help="A name for the site, e.g. shop.")],
+    origin: Annotated[
+        list[str],
+        typer.Option("--origin", "-o", help="Allowed page origin, e.g. https://shop.example. Repeatable."),
+    ],
+    page_group: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--page-group", "-g", help="Route rule PATTERN or PATTERN=GROUP, e.g. '/product/*'. Repeatable."
+        ),
+    ] = None,
+    allow_query: Annotated[
+        list[str] | None,
+        typer.Option("--allow-query", help="Query parameter kept in stored URLs. Repeatable."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a site and print its public key (for the snippet's data-site)."""
+    rules = []
+    for rule in page_group or []:
+        pattern, _, group = rule.partition("=")
+        rules.append({"pattern": pattern, "group": group or pattern})
+    settings = _settings()
+    try:
+        site = _with_db(
+            settings,
+            lambda db: site_data.create_site(
+                db=db, name=name, origins=origin, page_groups=rules, query_allowlist=allow_query or []
+            ),
+        )
+    except (site_data.InvalidInput, site_data.Conflict) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(
+            json.dumps({"id": site.id, "name": site.name, "key": site.key, "origins": site.origins})
+        )
+        return
+    out.print(f"site [bold]{site.name}[/bold] id={site.id} key=[bold]{site.key}[/bold]")
+    out.print(
+        f'snippet: <script async src="https://YOUR-FIELDLAB/fieldlab.js" data-site="{site.key}"></script>'
+    )
+
+
+@sites_app.command("list")
+def sites_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List sites with their keys and origins."""
+    rows = _with_db(_settings(), lambda db: site_data.list_sites(db=db))
+    if as_json:
+        out.print_json(
+            json.dumps([{"id": s.id, "name": s.name, "key": s.key, "origins": s.origins} for s in rows])
+        )
+        return
+    table = Table("id", "name", "key", "origins", "page groups")
+    for s in rows:
+        groups = ", ".join(r["pattern"] for r in s.page_groups) or "(default)"
+        table.add_row(str(s.id), s.name, s.key, ", ".join(s.origins), groups)
+    out.print(table)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    scope: Annotated[str, typer.Option(help="read (dashboards, queries) or admin (everything).")],
+    name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "",
+    site: Annotated[int | None, typer.Option(help="Limit a read token to this site id.")] = None,
+) -> None:
+    """Create an API token. It is printed once; fieldlab keeps only its hash."""
+    settings = _settings()
+    try:
+        row, token = _with_db(
+            settings, lambda db: site_data.create_token(db=db, scope=scope, name=name, site_id=site)
+        )
+    except site_data.InvalidInput as exc:
+        raise _fail(str(exc)) from None
+    err.print(f"token id={row.id} scope={row.scope} (shown once, store it now):")
+    print(token)  # plain stdout so `TOKEN=$(fieldlab tokens create ...)` works
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """List tokens (id, name, scope, prefix); the tokens themselves are not stored."""
+    rows = _with_db(_settings(), lambda db: site_data.list_tokens(db=db))
+    table = Table("id", "name", "scope", "site", "prefix")
+    for t in rows:
+        table.add_row(str(t.id), t.name, t.scope, str(t.site_id or "all"), t.prefix + "…")
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `tokens list`.")]) -> None:
+    """Delete a token; requests using it are refused from then on."""
+    if not _with_db(_settings(), lambda db: site_data.revoke_token(db=db, token_id=token_id)):
+        raise _fail(f"no token with id {token_id}")
+    err.print(f"token {token_id} revoked")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,228 @@
+"""Beacon body -> rows to store. Pure: no I/O, so every rejection is unit-tested.
+
+Every rejection raises ``BeaconRejected`` whose message names the offending field by its JSON
+path (``$.metrics.LCP``, ``$[3].value``), which the endpoint returns with status 400.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from app.ingest import normalise
+from app.ingest.schemas import WEB_VITALS_ATTRIBUTION, PageView, WebVitalsMetric
+
+
+class BeaconRejected(ValueError):
+    """The body is malformed or breaks a limit; ``str()`` is the client-facing reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_metrics: int = 50
+    max_errors: int = 20
+    max_string: int = 2048
+    max_attribution_keys: int = 32
+    max_age_ms: int = 2 * 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRules:
+    """What normalisation needs to know about the site a beacon is for."""
+
+    id: int
+    page_groups: tuple[dict[str, str], ...] = ()
+    query_allowlist: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """What the request itself says about the browser. The IP is deliberately not here: it is
+    used for rate limiting only and never stored."""
+
+    user_agent: str = ""
+    referer: str = ""
+    origin: str = ""
+
+
+@dataclass(slots=True)
+class Rows:
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+_decoder = msgspec.json.Decoder()
+
+
+def decode_beacon(body: bytes, *, limits: Limits, site: SiteRules, client: Client, now_ms: int) -> Rows:
+    if not body.strip():
+        raise BeaconRejected("empty body: expected a JSON page view or web-vitals metric(s)")
+    try:
+        raw = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BeaconRejected(f"malformed JSON: {exc}") from None
+    try:
+        if isinstance(raw, list):
+            if not raw:
+                raise BeaconRejected("empty array: expected at least one web-vitals metric")
+            if len(raw) > limits.max_metrics:
+                raise BeaconRejected(f"$: {len(raw)} metrics, at most {limits.max_metrics} allowed")
+            metrics = msgspec.convert(raw, list[WebVitalsMetric])
+            return _from_web_vitals(metrics, limits=limits, site=site, client=client, now_ms=now_ms)
+        if isinstance(raw, dict) and "name" in raw and "metrics" not in raw:
+            metric = msgspec.convert(raw, WebVitalsMetric)
+            return _from_web_vitals([metric], limits=limits, site=site, client=client, now_ms=now_ms)
+        if isinstance(raw, dict):
+            return _from_page_view(
+                msgspec.convert(raw, PageView), limits=limits, site=site, client=client, now_ms=now_ms
+            )
+    except msgspec.ValidationError as exc:
+        raise BeaconRejected(str(exc)) from None
+    raise BeaconRejected("$: expected a JSON object (page view or web-vitals metric) or an array of metrics")
+
+
+def _check_strings(value: Any, path: str, limits: Limits) -> None:
+    """Walk decoded data: every string within max_string, every number finite."""
+    if isinstance(value, str):
+        if len(value) > limits.max_string:
+            raise BeaconRejected(f"{path}: string of {len(value)} characters, at most {limits.max_string}")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise BeaconRejected(f"{path}: must be a finite number")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_strings(k, f"{path}.{k}"[: limits.max_string], limits)
+            _check_strings(v, f"{path}.{k}", limits)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_strings(v, f"{path}[{i}]", limits)
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            _check_strings(getattr(value, name), f"{path}.{name}", limits)
+
+
+def _clamp_ts(ts: int | None, *, now_ms: int, limits: Limits) -> int:
+    """Trust the browser's clock only within max_age: skewed clocks must not file data into a
+    distant past or future hour."""
+    if ts is None or abs(now_ms - ts) > limits.max_age_ms:
+        return now_ms
+    return ts
+
+
+def _common(
+    url: str, *, site: SiteRules, client: Client, group: str | None, vw: int | None, path_for: str
+) -> dict[str, Any]:
+    try:
+        stored_url, path = normalise.strip_url(url, site.query_allowlist)
+    except normalise.BadUrl as exc:
+        raise BeaconRejected(f"{path_for}: {exc}") from None
+    ua = client.user_agent
+    return {
+        "site_id": site.id,
+        "url": stored_url,
+        "page_group": normalise.page_group(path, site.page_groups, group)[:256],
+        "device": normalise.device_class(ua, vw),
+        "browser": normalise.browser_family(ua),
+        "is_bot": normalise.is_bot(ua),
+    }
+
+
+def _from_page_view(pv: PageView, *, limits: Limits, site: SiteRules, client: Client, now_ms: int) -> Rows:
+    _check_strings(pv, "$", limits)
+    if len(pv.metrics) > limits.max_metrics:
+        raise BeaconRejected(f"$.metrics: {len(pv.metrics)} metrics, at most {limits.max_metrics} allowed")
+    if len(pv.errors) > limits.max_errors:
+        raise BeaconRejected(f"$.errors: {len(pv.errors)} errors, at most {limits.max_errors} allowed")
+    for name, attr in pv.attribution.items():
+        if len(attr) > limits.max_attribution_keys:
+            raise BeaconRejected(
+                f"$.attribution.{name}: {len(attr)} keys, at most {limits.max_attribution_keys} allowed"
+            )
+    for name, value in pv.metrics.items():
+        if value < 0 or (name != "CLS" and value > 3_600_000):
+            raise BeaconRejected(f"$.metrics.{name}: {value} is out of range")
+    base = _common(pv.url, site=site, client=client, group=pv.group, vw=pv.context.vw, path_for="$.url")
+    ts = _clamp_ts(pv.ts, now_ms=now_ms, limits=limits)
+    shared = {
+        **base,
+        "pageview_id": pv.id,
+        "ts": ts,
+        "received_ms": now_ms,
+        "nav": pv.nav,
+        "connection": normalise.connection_type(pv.context.ect),
+    }
+    rows = Rows()
+    for name, value in pv.metrics.items():
+        rows.measurements.append(
+            {**shared, "metric": name, "value": float(value), "attribution": pv.attribution.get(name)}
+        )
+    for seq, err in enumerate(pv.errors):
+        rows.errors.append(
+            {
+                "site_id": site.id,
+                "pageview_id": pv.id,
+                "seq": seq,
+                "ts": ts + int(err.ts or 0),
+                "message": err.msg,
+                "source": err.src,
+                "line": err.line,
+                "col": err.col,
+                "stack": err.stack[:4096],
+                "url": base["url"],
+                "page_group": base["page_group"],
+                "device": base["device"],
+                "browser": base["browser"],
+                "is_bot": base["is_bot"],
+            }
+        )
+    return rows
+
+
+def _pick_attribution(name: str, raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Keep the few attribution fields fieldlab reports on; web-vitals' attribution build also
+    carries whole PerformanceEntry objects that are large and not needed."""
+    if not raw:
+        return None
+    picked = {
+        ours: raw[theirs]
+        for theirs, ours in WEB_VITALS_ATTRIBUTION.get(name, {}).items()
+        if isinstance(raw.get(theirs), str | int | float) and not isinstance(raw.get(theirs), bool)
+    }
+    return picked or None
+
+
+def _from_web_vitals(
+    metrics: list[WebVitalsMetric], *, limits: Limits, site: SiteRules, client: Client, now_ms: int
+) -> Rows:
+    rows = Rows()
+    for i, m in enumerate(metrics):
+        path = "$" if len(metrics) == 1 else f"$[{i}]"
+        attr = _pick_attribution(m.name, m.attribution)
+        _check_strings({"url": m.url or "", "attribution": attr or {}}, path, limits)
+        if m.value < 0 or (m.name != "CLS" and m.value > 3_600_000):
+            raise BeaconRejected(f"{path}.value: {m.value} is out of range for {m.name}")
+        # web-vitals objects carry no page URL unless the site adds one; the Referer (which
+        # sendBeacon sets) is the next best, then the Origin.
+        url = m.url or client.referer or client.origin
+        if not url:
+            raise BeaconRejected(f"{path}.url: missing, and the request has no Referer or Origin")
+        base = _common(url, site=site, client=client, group=None, vw=None, path_for=f"{path}.url")
+        rows.measurements.append(
+            {
+                **base,
+                # web-vitals gives every metric of a page load its own id, so (id, name) is
+                # exactly "this page view's value of this metric".
+                "pageview_id": m.id,
+                "metric": m.name,
+                "value": float(m.value),
+                "ts": now_ms,
+                "received_ms": now_ms,
+                "nav": m.navigationType,
+                "connection": "unknown",
+                "attribution": attr,
+            }
+        )
+    return rows

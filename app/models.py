@@ -1,0 +1,98 @@
+"""Tables. Times are stored as epoch milliseconds (BIGINT): portable across SQLite and
+PostgreSQL, index-friendly, and hour buckets are plain integer division."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+# JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
+JsonType = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+# BIGINT ids on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-assigned rowid.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Site(SQLModel, table=True):
+    __tablename__ = "site"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+    key: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    origins: list[str] = Field(default_factory=list, sa_type=JsonType)
+    # [{"pattern": "/product/*", "group": "/product/:id"}], first match wins.
+    page_groups: list[dict[str, str]] = Field(default_factory=list, sa_type=JsonType)
+    # Query parameters kept in stored URLs; everything else is stripped.
+    query_allowlist: list[str] = Field(default_factory=list, sa_type=JsonType)
+    created_ms: int = Field(sa_type=sa.BigInteger)
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    scope: str = Field(max_length=16)
+    # sha256 of the token: tokens are 256-bit random, so a fast hash is enough and a leaked
+    # table does not reveal them.
+    token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    prefix: str = Field(max_length=16)
+    # A read token may be limited to one site; admin tokens and unscoped read tokens see all.
+    site_id: int | None = Field(default=None, foreign_key="site.id")
+    created_ms: int = Field(sa_type=sa.BigInteger)
+
+
+class Measurement(SQLModel, table=True):
+    """One metric of one page view. (site, page view, metric) is unique: a re-report replaces."""
+
+    __tablename__ = "measurement"
+    __table_args__ = (
+        sa.UniqueConstraint("site_id", "pageview_id", "metric", name="uq_measurement_pageview_metric"),
+        # Summary queries: one site, one metric, a time range; page/device filter the rest.
+        sa.Index("ix_measurement_site_metric_ts", "site_id", "metric", "ts"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    site_id: int = Field(foreign_key="site.id")
+    pageview_id: str = Field(max_length=64)
+    metric: str = Field(max_length=8)
+    value: float
+    ts: int = Field(sa_type=sa.BigInteger)
+    received_ms: int = Field(sa_type=sa.BigInteger)
+    url: str = Field(max_length=2048)
+    page_group: str = Field(max_length=256)
+    device: str = Field(max_length=8)
+    nav: str = Field(max_length=24)
+    connection: str = Field(max_length=16)
+    browser: str = Field(max_length=32)
+    is_bot: bool = False
+    attribution: dict[str, Any] | None = Field(default=None, sa_type=JsonType)
+
+
+class JsError(SQLModel, table=True):
+    """A JavaScript error a page view reported. (site, page view, seq) is unique, so a page view
+    that re-sends its beacon does not duplicate its errors."""
+
+    __tablename__ = "js_error"
+    __table_args__ = (
+        sa.UniqueConstraint("site_id", "pageview_id", "seq", name="uq_js_error_pageview_seq"),
+        sa.Index("ix_js_error_site_ts", "site_id", "ts"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    site_id: int = Field(foreign_key="site.id")
+    pageview_id: str = Field(max_length=64)
+    seq: int
+    ts: int = Field(sa_type=sa.BigInteger)
+    message: str = Field(max_length=2048)
+    source: str = Field(max_length=2048)
+    line: int
+    col: int
+    stack: str = Field(max_length=4096)
+    url: str = Field(max_length=2048)
+    page_group: str = Field(max_length=256)
+    device: str = Field(max_length=8)
+    browser: str = Field(max_length=32)
+    is_bot: bool = False

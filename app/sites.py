@@ -1,0 +1,205 @@
+"""Sites and API tokens: keyword-only data functions the routes and the CLI share."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from app.db import Database, now_ms
+from app.ingest.decode import SiteRules
+from app.ingest.normalise import validate_rule_pattern
+from app.models import ApiToken, Site
+
+SCOPES = ("read", "admin")
+
+
+class InvalidInput(ValueError):
+    """Bad input to a data function; ``str()`` names the field."""
+
+
+class Conflict(ValueError):
+    """The input clashes with what is stored (a duplicate name)."""
+
+
+# --- sites --------------------------------------------------------------------------------
+
+
+def normalise_origin(origin: str) -> str:
+    """'https://Shop.example:443/' -> 'https://shop.example'. '*' allows any origin."""
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"origins: {origin!r} is not an http(s) origin like https://shop.example")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise InvalidInput(f"origins: {origin!r} must be scheme://host[:port] with no path")
+    default_port = {"http": 80, "https": 443}[parts.scheme]
+    port = "" if parts.port in (None, default_port) else f":{parts.port}"
+    return f"{parts.scheme}://{parts.hostname.lower()}{port}"
+
+
+def _check_page_groups(rules: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    checked = []
+    for i, rule in enumerate(rules):
+        pattern = rule.get("pattern", "")
+        reason = validate_rule_pattern(pattern)
+        if reason:
+            raise InvalidInput(f"page_groups[{i}].pattern: {pattern!r} {reason}")
+        checked.append({"pattern": pattern, "group": rule.get("group") or pattern})
+    return checked
+
+
+async def create_site(
+    *,
+    db: Database,
+    name: str,
+    origins: Sequence[str],
+    page_groups: Sequence[dict[str, str]] = (),
+    query_allowlist: Sequence[str] = (),
+) -> Site:
+    name = name.strip()
+    if not name:
+        raise InvalidInput("name: must not be empty")
+    if not origins:
+        raise InvalidInput("origins: give at least one origin, e.g. https://shop.example")
+    site = Site(
+        name=name,
+        key=secrets.token_urlsafe(12),
+        origins=sorted({normalise_origin(o) for o in origins}),
+        page_groups=_check_page_groups(page_groups),
+        query_allowlist=sorted(set(query_allowlist)),
+        created_ms=now_ms(),
+    )
+    try:
+        async with db.write() as session:
+            session.add(site)
+    except IntegrityError:
+        raise Conflict(f"name: a site called {name!r} already exists") from None
+    return site
+
+
+async def list_sites(*, db: Database) -> list[Site]:
+    async with db.read() as session:
+        return list((await session.exec(select(Site).order_by(Site.id))).all())  # type: ignore[arg-type]
+
+
+async def get_site(*, db: Database, site_id: int) -> Site | None:
+    async with db.read() as session:
+        return await session.get(Site, site_id)
+
+
+async def get_site_by_name(*, db: Database, name: str) -> Site | None:
+    async with db.read() as session:
+        return (await session.exec(select(Site).where(Site.name == name))).first()
+
+
+@dataclass(frozen=True, slots=True)
+class SiteEntry:
+    rules: SiteRules
+    origins: frozenset[str]
+
+    def allows(self, origin: str) -> bool:
+        return "*" in self.origins or origin in self.origins
+
+
+class SiteCache:
+    """Site key -> what the beacon path needs, cached per process for ``ttl`` seconds so a
+    beacon costs no site lookup. Unknown keys are cached too, against floods of bad keys."""
+
+    def __init__(self, db: Database, ttl: float) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, SiteEntry | None]] = {}
+
+    async def get(self, key: str) -> SiteEntry | None:
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit and hit[0] > now:
+            return hit[1]
+        async with self._db.read() as session:
+            site = (await session.exec(select(Site).where(Site.key == key))).first()
+        entry = None
+        if site is not None and site.id is not None:
+            entry = SiteEntry(
+                rules=SiteRules(
+                    id=site.id,
+                    page_groups=tuple(site.page_groups),
+                    query_allowlist=tuple(site.query_allowlist),
+                ),
+                origins=frozenset(site.origins),
+            )
+        if len(self._entries) > 10_000:  # bound memory against random keys
+            self._entries.clear()
+        self._entries[key] = (now + self._ttl, entry)
+        return entry
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_token(
+    *, db: Database, scope: str, name: str = "", site_id: int | None = None
+) -> tuple[ApiToken, str]:
+    """Store a new token's hash; return the row and the token itself, which is shown once."""
+    if scope not in SCOPES:
+        raise InvalidInput(f"scope: must be one of {', '.join(SCOPES)}, not {scope!r}")
+    if site_id is not None and scope == "admin":
+        raise InvalidInput("site: admin tokens cannot be limited to one site")
+    if site_id is not None and await get_site(db=db, site_id=site_id) is None:
+        raise InvalidInput(f"site: no site with id {site_id}")
+    token = f"flt_{secrets.token_urlsafe(32)}"
+    row = ApiToken(
+        name=name or f"{scope} token",
+        scope=scope,
+        token_hash=hash_token(token),
+        prefix=token[:10],
+        site_id=site_id,
+        created_ms=now_ms(),
+    )
+    async with db.write() as session:
+        session.add(row)
+    return row, token
+
+
+async def list_tokens(*, db: Database) -> list[ApiToken]:
+    async with db.read() as session:
+        return list((await session.exec(select(ApiToken).order_by(ApiToken.id))).all())  # type: ignore[arg-type]
+
+
+async def revoke_token(*, db: Database, token_id: int) -> bool:
+    async with db.write() as session:
+        result = await session.exec(sa.delete(ApiToken).where(ApiToken.id == token_id))  # type: ignore[arg-type]
+        return bool(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    scope: str
+    site_id: int | None = None  # None: every site
+
+    def can_read(self, site_id: int) -> bool:
+        return self.site_id is None or self.site_id == site_id
+
+
+async def authenticate(*, db: Database, token: str, admin_token: str) -> Principal | None:
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Principal(scope="admin")
+    async with db.read() as session:
+        row = (await session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))).first()
+    return Principal(scope=row.scope, site_id=row.site_id) if row else None
