@@ -17,6 +17,7 @@ from rich.table import Table
 from app import sites as site_data
 from app.config import Settings, SettingsError, documented_settings
 from app.db import Database, upgrade_database
+from app.logs import configure_logging
 
 T = TypeVar("T")
 
@@ -78,6 +79,7 @@ def serve(
     import uvicorn
 
     settings = _settings(host=host, port=port, workers=workers)
+    configure_logging(settings.log_level)
     if settings.is_sqlite and settings.auto_migrate:
         upgrade_database(settings.database_url)
     # Workers build their own Settings from the environment: pass the CLI flags on that way.
@@ -96,6 +98,7 @@ def serve(
         access_log=False,  # per-request lines at beacon rates drown everything else
         timeout_graceful_shutdown=30,
         server_header=False,
+        log_config=None,  # uvicorn's loggers propagate to ours (app.logs): one format for all
     )
 
 

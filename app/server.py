@@ -11,7 +11,7 @@ from time import time
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response, Router
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
@@ -46,8 +46,13 @@ class _RateLimit(RateLimitMiddleware):
         return send
 
 
-def _per_ip(request: Request[Any, Any, Any]) -> str:
-    return f"ip:{client_ip(request)}"
+# The limiters share one store and key on the identifier alone, so each names its own space.
+def _beacon_per_ip(request: Request[Any, Any, Any]) -> str:
+    return f"beacon-ip:{client_ip(request)}"
+
+
+def _api_per_ip(request: Request[Any, Any, Any]) -> str:
+    return f"api-ip:{client_ip(request)}"
 
 
 def _per_site(request: Request[Any, Any, Any]) -> str:
@@ -72,6 +77,20 @@ def _db_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response
     log.warning("database unavailable on %s: %s", request.url.path, exc)
     retry = str(request.app.state.services.settings.retry_after_s)
     return _error_json(503, "database unavailable; retry later", {"Retry-After": retry})
+
+
+def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """Litestar says "Validation failed for POST /x" and lists the fields in ``extra``; put the
+    fields into ``detail`` too, so the one line a client logs names what was wrong."""
+    problems = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            where = item.get("key") or item.get("source") or "body"
+            problems.append(f"{where}: {item.get('message', 'invalid')}")
+    detail = "; ".join(problems) or exc.detail
+    return Response(
+        {"status_code": 400, "detail": detail, "extra": exc.extra}, status_code=400, media_type=MediaType.JSON
+    )
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -136,9 +155,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     ingest = Router(
         path="/",
-        route_handlers=[beacon.beacon, beacon.beacon_preflight],
+        route_handlers=[beacon.beacon_preflight, beacon.beacon],
         middleware=[
-            _limiter(settings.rate_limit_per_ip, _per_ip, "rate_limit"),
+            _limiter(settings.rate_limit_per_ip, _beacon_per_ip, "rate_limit"),
             _limiter(settings.rate_limit_per_site, _per_site, "rate_limit"),
         ],
     )
@@ -151,7 +170,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             sites.create_token,
             sites.summary,
         ],
-        middleware=[_limiter(settings.rate_limit_api_per_ip, _per_ip, "rate_limit")],
+        middleware=[_limiter(settings.rate_limit_api_per_ip, _api_per_ip, "rate_limit")],
     )
     app = Litestar(
         route_handlers=[ingest, api, health.healthz, health.readyz, health.metrics, snippet.snippet],
@@ -160,6 +179,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.beacon_max_bytes,
         stores=_stores(settings),
         exception_handlers={
+            ValidationException: _validation,
             OperationalError: _db_unavailable,
             DBAPIError: _db_unavailable,
             PoolTimeout: _db_unavailable,

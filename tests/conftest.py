@@ -106,6 +106,10 @@ def settings(database_url: str) -> Settings:
         admin_token=ADMIN,
         static_dir=str(ROOT / "static"),
         site_cache_ttl_s=0.0,
+        # Tests send bursts from one address; the rate-limit test sets its own small limits.
+        rate_limit_per_ip=100_000,
+        rate_limit_per_site=100_000,
+        rate_limit_api_per_ip=100_000,
     )
 
 

@@ -46,16 +46,39 @@ class JsErrorIn(msgspec.Struct, omit_defaults=True):
     ts: Finite | None = None  # ms since page-view start
 
 
-class PageView(msgspec.Struct, omit_defaults=True):
-    """fieldlab.js's page-view beacon, format version 1."""
+class Metrics(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """Metric values of one page view: ms, except CLS (unitless). A Struct rather than a map so
+    a bad value is reported by name (``$.metrics.LCP``) and an unknown metric is refused."""
+
+    LCP: Finite | None = None
+    INP: Finite | None = None
+    CLS: Finite | None = None
+    FCP: Finite | None = None
+    TTFB: Finite | None = None
+
+
+Attribution = dict[str, AttrValue]
+
+
+class Attributions(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    LCP: Attribution | None = None
+    INP: Attribution | None = None
+    CLS: Attribution | None = None
+    FCP: Attribution | None = None
+    TTFB: Attribution | None = None
+
+
+class PageView(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """fieldlab.js's page-view beacon, format version 1. Unknown fields are refused: the
+    snippet and the server ship together, so one is a typo or another format."""
 
     id: PageViewId
     url: str
-    metrics: dict[MetricName, Finite] = {}
+    metrics: Metrics = msgspec.field(default_factory=Metrics)
     nav: NavType = "navigate"
     ts: Annotated[int, Meta(ge=0)] | None = None  # epoch ms of page-view start
     v: Literal[1] = 1
-    attribution: dict[MetricName, dict[str, AttrValue]] = {}
+    attribution: Attributions = msgspec.field(default_factory=Attributions)
     context: Context = msgspec.field(default_factory=Context)
     group: str | None = None  # data-page-group override
     errors: list[JsErrorIn] = []

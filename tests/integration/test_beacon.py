@@ -1,0 +1,257 @@
+"""The beacon endpoint in-process, on SQLite and PostgreSQL: formats, replacement, privacy,
+bots, CORS, and a table of bad inputs that must each get their status, a message naming the
+problem, and leave nothing stored."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app.config import Settings
+from app.db import Database
+from app.server import create_app
+from tests.conftest import ADMIN, BROWSER_UA, MOBILE_UA, beacon_headers, make_site
+
+Client = AsyncTestClient[Litestar]
+
+
+def page_view(**over: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "v": 1,
+        "id": "pv-1",
+        "url": "https://shop.example/product/123?utm_source=x&email=a%40b.c#reviews",
+        "nav": "navigate",
+        "metrics": {"LCP": 1800.5, "FCP": 900, "TTFB": 120, "INP": 160, "CLS": 0.02},
+        "attribution": {
+            "LCP": {"element": "#hero>img", "url": "https://shop.example/hero.jpg", "renderDelay": 40},
+            "INP": {"target": "button.buy", "type": "pointer", "loaf": [{"src": "https://cdn.x/a.js", "dur": 80}]},
+        },
+        "context": {"vw": 1280, "vh": 800, "ect": "4g", "dm": 8},
+        "errors": [{"msg": "boom", "src": "https://shop.example/app.js", "line": 3, "col": 9, "stack": "at a"}],
+    }
+    body.update(over)
+    return body
+
+
+async def post(client: Client, key: str, body: Any, **headers: str) -> Any:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await client.post(f"/api/v1/beacon?site={key}", content=data, headers={**beacon_headers(), **headers})
+
+
+async def rows(db: Database, table: str = "measurement") -> list[dict[str, Any]]:
+    async with db.read_engine.connect() as conn:
+        result = await conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY id"))
+        return [dict(r._mapping) for r in result]
+
+
+@pytest.fixture
+async def site(client: Client) -> dict[str, Any]:
+    return await make_site(client, query_allowlist=["utm_source"])
+
+
+async def test_page_view_is_stored_normalised(client: Client, db: Database, site: dict[str, Any]) -> None:
+    r = await post(client, site["key"], page_view())
+    assert r.status_code == 204, r.text
+    assert r.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "set-cookie" not in r.headers
+    stored = await rows(db)
+    assert {m["metric"]: m["value"] for m in stored} == {"LCP": 1800.5, "FCP": 900, "TTFB": 120, "INP": 160, "CLS": 0.02}
+    lcp = next(m for m in stored if m["metric"] == "LCP")
+    # Query string stripped except the allowlisted parameter, fragment gone.
+    assert lcp["url"] == "https://shop.example/product/123?utm_source=x"
+    assert lcp["page_group"] == "/product/:id"
+    assert lcp["device"] == "desktop"
+    assert lcp["browser"] == "chrome"
+    assert lcp["connection"] == "4g"
+    assert lcp["nav"] == "navigate"
+    assert not lcp["is_bot"]
+    attribution = lcp["attribution"] if isinstance(lcp["attribution"], dict) else json.loads(lcp["attribution"])
+    assert attribution["element"] == "#hero>img"
+    errors = await rows(db, "js_error")
+    assert [(e["message"], e["line"], e["page_group"]) for e in errors] == [("boom", 3, "/product/:id")]
+    # The client IP is never stored, in any column of any table.
+    for row in [*stored, *errors]:
+        assert not any("127.0.0.1" in str(v) or "testclient" in str(v) for v in row.values())
+
+
+async def test_page_view_resent_replaces_values_and_keeps_errors_once(
+    client: Client, db: Database, site: dict[str, Any]
+) -> None:
+    assert (await post(client, site["key"], page_view(metrics={"CLS": 0.01, "LCP": 1000}))).status_code == 204
+    assert (await post(client, site["key"], page_view(metrics={"CLS": 0.3, "INP": 250}))).status_code == 204
+    stored = {m["metric"]: m["value"] for m in await rows(db)}
+    assert stored == {"CLS": 0.3, "LCP": 1000, "INP": 250}
+    assert len(await rows(db, "js_error")) == 1
+
+
+async def test_web_vitals_repeated_reports_count_once_with_last_value(
+    client: Client, db: Database, site: dict[str, Any]
+) -> None:
+    """web-vitals with reportAllChanges re-sends CLS/INP under the same metric id."""
+    url = "https://shop.example/cart"
+    for value in (0.05, 0.12, 0.31):
+        body = {"name": "CLS", "value": value, "id": "v5-1-cls", "delta": 0.05, "rating": "good", "url": url,
+                "navigationType": "navigate", "entries": [{"value": 0.05, "sources": []}]}  # fmt: skip
+        assert (await post(client, site["key"], body)).status_code == 204
+    for value in (80, 240):
+        body = {"name": "INP", "value": value, "id": "v5-1-inp", "url": url}
+        assert (await post(client, site["key"], body)).status_code == 204
+    summary = (await client.get(f"/api/v1/sites/{site['id']}/summary")).json()["metrics"]
+    assert summary["CLS"]["count"] == 1
+    assert summary["CLS"]["p75"] == 0.31
+    assert summary["INP"]["count"] == 1
+    assert summary["INP"]["p75"] == 240
+
+
+async def test_web_vitals_array_with_attribution_and_referer(client: Client, db: Database, site: dict[str, Any]) -> None:
+    batch = [
+        {"name": "LCP", "value": 2100, "id": "v5-a", "navigationType": "back-forward-cache",
+         "attribution": {"target": "main>img.hero", "url": "https://shop.example/h.jpg", "timeToFirstByte": 90,
+                         "lcpEntry": {"huge": "x" * 100}}},
+        {"name": "TTFB", "value": 90, "id": "v5-b"},
+    ]  # fmt: skip
+    r = await post(client, site["key"], batch, referer="https://shop.example/p/42?secret=1", **{"user-agent": MOBILE_UA})
+    assert r.status_code == 204, r.text
+    stored = {m["metric"]: m for m in await rows(db)}
+    assert stored["LCP"]["nav"] == "back-forward-cache"
+    assert stored["LCP"]["url"] == "https://shop.example/p/42"
+    assert stored["LCP"]["device"] == "mobile"
+    attribution = stored["LCP"]["attribution"]
+    attribution = attribution if isinstance(attribution, dict) else json.loads(attribution)
+    assert attribution == {"element": "main>img.hero", "url": "https://shop.example/h.jpg", "ttfb": 90}
+
+
+async def test_bots_are_stored_tagged_and_kept_out_of_figures(client: Client, db: Database, site: dict[str, Any]) -> None:
+    headless = BROWSER_UA.replace("Chrome/", "HeadlessChrome/")
+    assert (await post(client, site["key"], page_view(id="bot"), **{"user-agent": headless})).status_code == 204
+    assert (await post(client, site["key"], page_view(id="human"))).status_code == 204
+    assert sorted((m["pageview_id"], bool(m["is_bot"])) for m in await rows(db) if m["metric"] == "LCP") == [
+        ("bot", True),
+        ("human", False),
+    ]
+    summary = (await client.get(f"/api/v1/sites/{site['id']}/summary")).json()["metrics"]
+    assert summary["LCP"]["count"] == 1
+
+
+async def test_cors_preflight_only_for_allowed_origins(client: Client, site: dict[str, Any]) -> None:
+    ok = await client.options(
+        f"/api/v1/beacon?site={site['key']}",
+        headers={"origin": "https://shop.example", "access-control-request-method": "POST"},
+    )
+    assert ok.status_code == 204
+    assert ok.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    bad = await client.options(
+        f"/api/v1/beacon?site={site['key']}",
+        headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+    )
+    assert bad.status_code == 403
+    assert "access-control-allow-origin" not in bad.headers
+
+
+BAD: list[tuple[str, Callable[[str], dict[str, Any]], int, str]] = [
+    # (case, request builder given the site key, status, words the message must contain)
+    ("no key", lambda k: {"query": "", "body": page_view()}, 400, "site"),
+    ("unknown key", lambda k: {"query": "nope", "body": page_view()}, 403, "unknown site key"),
+    ("foreign origin", lambda k: {"headers": {"origin": "https://evil.example"}}, 403, "https://evil.example"),
+    ("no origin", lambda k: {"headers": {"origin": ""}}, 403, "Origin"),
+    ("xml content type", lambda k: {"headers": {"content-type": "application/xml"}}, 415, "application/xml"),
+    ("form content type", lambda k: {"headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "text/plain"),
+    ("too large", lambda k: {"body": page_view(url="https://shop.example/" + "a" * 70000)}, 413, ""),
+    ("not json", lambda k: {"body": b"{nope"}, 400, "malformed JSON"),
+    ("empty", lambda k: {"body": b""}, 400, "empty"),
+    ("scalar", lambda k: {"body": 42}, 400, "expected"),
+    ("string metric", lambda k: {"body": page_view(metrics={"LCP": "fast"})}, 400, "$.metrics.LCP"),
+    ("negative metric", lambda k: {"body": page_view(metrics={"INP": -5})}, 400, "$.metrics.INP"),
+    ("infinite metric", lambda k: {"body": b'{"id":"x","url":"https://shop.example/","metrics":{"LCP":1e999}}'}, 400, "$.metrics.LCP"),
+    ("unknown metric", lambda k: {"body": page_view(metrics={"FOO": 1})}, 400, "$.metrics"),
+    ("bad url", lambda k: {"body": page_view(url="javascript:alert(1)")}, 400, "$.url"),
+    ("bad id", lambda k: {"body": page_view(id="no spaces allowed")}, 400, "$.id"),
+    ("long string", lambda k: {"body": page_view(attribution={"LCP": {"element": "x" * 3000}})}, 400, "$.attribution.LCP.element"),
+    ("too many errors", lambda k: {"body": page_view(errors=[{"msg": "e"}] * 21)}, 400, "$.errors"),
+    ("web-vitals bad value", lambda k: {"body": [{"name": "LCP", "value": 1, "id": "a"}, {"name": "LCP", "value": "x", "id": "b"}]}, 400, "$[1].value"),
+    ("web-vitals too many", lambda k: {"body": [{"name": "LCP", "value": 1, "id": f"i{i}"} for i in range(51)]}, 400, "at most 50"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "build", "status", "words"), BAD, ids=[b[0] for b in BAD])
+async def test_bad_input_is_refused_with_reason_and_nothing_stored(
+    client: Client,
+    db: Database,
+    site: dict[str, Any],
+    case: str,
+    build: Callable[[str], dict[str, Any]],
+    status: int,
+    words: str,
+) -> None:
+    spec = build(site["key"])
+    key = spec.get("query", site["key"])
+    body = spec.get("body", page_view())
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {k: v for k, v in {**beacon_headers(), **spec.get("headers", {})}.items() if v}
+    r = await client.post(f"/api/v1/beacon?site={key}" if key else "/api/v1/beacon", content=data, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.status_code != 500
+    detail = r.json()["detail"]
+    assert words in detail, detail
+    assert await rows(db) == []
+    assert await rows(db, "js_error") == []
+    metrics = (await client.get("/metrics")).text
+    assert "fieldlab_beacons_rejected_total{reason=" in metrics
+
+
+async def test_rate_limits_per_ip_and_per_site_answer_429_with_retry_after(settings: Settings) -> None:
+    limited = create_app(
+        replace(settings, rate_limit_per_ip=3, rate_limit_per_site=5, trusted_proxies="testclient")
+    )
+    async with AsyncTestClient(app=limited) as c:
+        site = await make_site(c)
+        statuses = []
+        for i in range(4):
+            r = await post(c, site["key"], page_view(id=f"ip-{i}"), **{"x-forwarded-for": "203.0.113.7"})
+            statuses.append(r.status_code)
+        assert statuses == [204, 204, 204, 429]
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["status_code"] == 429
+        # Other IPs still get in until the site's own budget (5/s) is used up.
+        more = [
+            (await post(c, site["key"], page_view(id=f"s-{i}"), **{"x-forwarded-for": f"198.51.100.{i}"})).status_code
+            for i in range(4)
+        ]
+        assert more == [204, 204, 429, 429]
+
+
+async def test_database_down_answers_503_not_500(settings: Settings) -> None:
+    broken = replace(settings, database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", auto_migrate=False)
+    async with AsyncTestClient(app=create_app(broken)) as c:
+        r = await c.post("/api/v1/beacon?site=whatever", content=b"{}", headers=beacon_headers())
+        assert r.status_code == 503
+        assert "retry-after" in r.headers
+        ready = await c.get("/readyz")
+        assert ready.status_code == 503
+        assert "database" in ready.json()["problems"][0]
+        assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_no_cookies_anywhere_on_the_beacon_path(client: Client, site: dict[str, Any]) -> None:
+    for r in (
+        await post(client, site["key"], page_view()),
+        await post(client, site["key"], b"{bad"),
+        await client.options(f"/api/v1/beacon?site={site['key']}", headers={"origin": "https://shop.example"}),
+    ):
+        assert "set-cookie" not in r.headers
+
+
+async def test_beacons_need_no_token_but_the_api_does(client: Client, site: dict[str, Any]) -> None:
+    anonymous = {"authorization": ""}
+    r = await post(client, site["key"], page_view(id="anon"), **anonymous)
+    assert r.status_code == 204
+    assert (await client.get("/api/v1/sites", headers=anonymous)).status_code == 401
+    assert (await client.get("/api/v1/sites", headers={"authorization": f"Bearer {ADMIN}x"})).status_code == 401
