@@ -45,9 +45,9 @@ snippet: node_modules/.installed
 	node rum-snippet/build.mjs
 
 run: install
-	$(VENV)/bin/fieldlab demo seed
+	FIELDLAB_HOST=$(HOST) FIELDLAB_PORT=$(PORT) $(VENV)/bin/fieldlab demo seed
 	@echo "admin token (development only): $(FIELDLAB_ADMIN_TOKEN)"
-	$(VENV)/bin/fieldlab serve --host $(HOST) --port $(PORT)
+	FIELDLAB_DEMO=1 $(VENV)/bin/fieldlab serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check app probes tests bench

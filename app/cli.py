@@ -33,6 +33,8 @@ tokens_app = typer.Typer(help="API tokens (stored hashed; shown once).", no_args
 app.add_typer(db_app, name="db")
 app.add_typer(sites_app, name="sites")
 app.add_typer(tokens_app, name="tokens")
+demo_app = typer.Typer(help="The demo shop that `make run` serves at /demo/.", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
 
 out = Console()
 err = Console(stderr=True)
@@ -217,6 +219,18 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `t
     if not _with_db(_settings(), lambda db: site_data.revoke_token(db=db, token_id=token_id)):
         raise _fail(f"no token with id {token_id}")
     err.print(f"token {token_id} revoked")
+
+
+@demo_app.command("seed")
+def demo_seed() -> None:
+    """Create the `demo` site (once) with the origins `serve` will use, and print its key."""
+    from app.demo import seed_demo_site
+
+    settings = _settings()
+    site_id, key = _with_db(
+        settings, lambda db: seed_demo_site(db=db, host=settings.host, port=settings.port)
+    )
+    err.print(f"demo site id={site_id} key={key}: http://{settings.host}:{settings.port}/demo/")
 
 
 def main() -> None:

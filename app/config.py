@@ -128,6 +128,12 @@ class Settings:
             "Directory with the built `fieldlab.js` and UI assets. Empty: `static/` of the checkout."
         ),
     )
+    demo: bool = field(
+        default=False,
+        metadata=_doc(
+            "Serve the demo shop at /demo/ (carrying fieldlab.js for the `demo` site). `make run` sets it."
+        ),
+    )
     log_level: str = field(default="INFO", metadata=_doc("Log level: DEBUG, INFO, WARNING or ERROR."))
     trusted_proxies: str = field(
         default="",

@@ -172,8 +172,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         middleware=[_limiter(settings.rate_limit_api_per_ip, _api_per_ip, "rate_limit")],
     )
+    handlers: list[Any] = [ingest, api, health.healthz, health.readyz, health.metrics, snippet.snippet]
+    if settings.demo:
+        from app.demo import demo_page
+
+        handlers.append(demo_page)
     app = Litestar(
-        route_handlers=[ingest, api, health.healthz, health.readyz, health.metrics, snippet.snippet],
+        route_handlers=handlers,
         lifespan=[lifespan],
         openapi_config=openapi_config(_app_version()),
         request_max_body_size=settings.beacon_max_bytes,

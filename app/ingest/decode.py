@@ -75,7 +75,9 @@ def _decode(body: bytes, limits: Limits) -> PageView | list[WebVitalsMetric]:
             raise BeaconRejected(f"$: {count} metrics, at most {limits.max_metrics} allowed")
         return _metrics.decode(body)
     if first != b"{":
-        raise BeaconRejected("$: expected a JSON object (page view or web-vitals metric) or an array of metrics")
+        raise BeaconRejected(
+            "$: expected a JSON object (page view or web-vitals metric) or an array of metrics"
+        )
     try:
         return _page_view.decode(body)
     except msgspec.ValidationError as exc:
@@ -88,9 +90,7 @@ def _decode(body: bytes, limits: Limits) -> PageView | list[WebVitalsMetric]:
         raise
 
 
-def decode_beacon(
-    body: bytes, *, limits: Limits, site: SiteRules, client: Client, now_ms: int
-) -> Rows:
+def decode_beacon(body: bytes, *, limits: Limits, site: SiteRules, client: Client, now_ms: int) -> Rows:
     if not body.strip():
         raise BeaconRejected("empty body: expected a JSON page view or web-vitals metric(s)")
     try:

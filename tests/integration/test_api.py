@@ -58,7 +58,8 @@ async def test_site_crud_and_validation(client: Client) -> None:
     assert no_origins.status_code == 400
     assert "origins" in no_origins.json()["detail"]
     bad_rule = await client.post(
-        "/api/v1/sites", json={"name": "z", "origins": ["https://a.example"], "page_groups": [{"pattern": "x"}]}
+        "/api/v1/sites",
+        json={"name": "z", "origins": ["https://a.example"], "page_groups": [{"pattern": "x"}]},
     )
     assert bad_rule.status_code == 400
     assert "page_groups[0].pattern" in bad_rule.json()["detail"]
@@ -85,7 +86,9 @@ async def test_tokens_are_scoped_and_stored_hashed(client: Client, db: Database)
 
     as_read = {"authorization": f"Bearer {read['token']}"}
     assert (await client.get(f"/api/v1/sites/{other['id']}/summary", headers=as_read)).status_code == 200
-    denied = await client.post("/api/v1/sites", json={"name": "n", "origins": ["https://n.example"]}, headers=as_read)
+    denied = await client.post(
+        "/api/v1/sites", json={"name": "n", "origins": ["https://n.example"]}, headers=as_read
+    )
     assert denied.status_code == 403
     assert "admin" in denied.json()["detail"]
     assert (await client.post("/api/v1/tokens", json={"scope": "admin"}, headers=as_read)).status_code == 403
@@ -118,7 +121,9 @@ async def test_summary_matches_exact_percentiles_and_honours_filters(client: Cli
     for i, v in enumerate(desktop):
         await send(client, site["key"], f"d{i}", {"LCP": v, "CLS": i / 200})
     for i, v in enumerate(mobile):
-        await send(client, site["key"], f"m{i}", {"LCP": v}, ua=MOBILE_UA, url="https://shop.example/product/9")
+        await send(
+            client, site["key"], f"m{i}", {"LCP": v}, ua=MOBILE_UA, url="https://shop.example/product/9"
+        )
 
     url = f"/api/v1/sites/{site['id']}/summary"
     everything = (await client.get(url)).json()["metrics"]
@@ -139,7 +144,9 @@ async def test_summary_matches_exact_percentiles_and_honours_filters(client: Cli
     assert mob["p75"] == pytest.approx(statistics.quantiles(mobile, n=4, method="inclusive")[2], abs=0.051)
     page = (await client.get(url, params={"page": "/product/:id"})).json()["metrics"]["LCP"]
     assert page["count"] == 40
-    none = (await client.get(url, params={"page": "/product/1", "device": "desktop"})).json()["metrics"]["LCP"]
+    none = (await client.get(url, params={"page": "/product/1", "device": "desktop"})).json()["metrics"][
+        "LCP"
+    ]
     assert none["count"] == 0
     assert none["p75"] is None
 
@@ -148,7 +155,9 @@ async def test_summary_matches_exact_percentiles_and_honours_filters(client: Cli
     empty = (await client.get(url, params={"since": earlier, "until": past})).json()["metrics"]["LCP"]
     assert empty["count"] == 0
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    assert (await client.get(url, params={"since": past, "until": future})).json()["metrics"]["LCP"]["count"] == 100
+    assert (await client.get(url, params={"since": past, "until": future})).json()["metrics"]["LCP"][
+        "count"
+    ] == 100
 
 
 async def test_summary_time_range_uses_page_view_time(client: Client) -> None:
@@ -162,7 +171,9 @@ async def test_summary_time_range_uses_page_view_time(client: Client) -> None:
     assert last_day["metrics"]["LCP"]["count"] == 1
     assert last_day["metrics"]["LCP"]["p50"] == 1000
     day_before = (now - timedelta(hours=31)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    window = (await client.get(url, params={"since": day_before, "until": (now - timedelta(hours=29)).isoformat()})).json()
+    window = (
+        await client.get(url, params={"since": day_before, "until": (now - timedelta(hours=29)).isoformat()})
+    ).json()
     assert window["metrics"]["LCP"]["p50"] == 4000
 
 

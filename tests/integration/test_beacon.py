@@ -5,8 +5,8 @@ problem, and leave nothing stored."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -31,10 +31,16 @@ def page_view(**over: Any) -> dict[str, Any]:
         "metrics": {"LCP": 1800.5, "FCP": 900, "TTFB": 120, "INP": 160, "CLS": 0.02},
         "attribution": {
             "LCP": {"element": "#hero>img", "url": "https://shop.example/hero.jpg", "renderDelay": 40},
-            "INP": {"target": "button.buy", "type": "pointer", "loaf": [{"src": "https://cdn.x/a.js", "dur": 80}]},
+            "INP": {
+                "target": "button.buy",
+                "type": "pointer",
+                "loaf": [{"src": "https://cdn.x/a.js", "dur": 80}],
+            },
         },
         "context": {"vw": 1280, "vh": 800, "ect": "4g", "dm": 8},
-        "errors": [{"msg": "boom", "src": "https://shop.example/app.js", "line": 3, "col": 9, "stack": "at a"}],
+        "errors": [
+            {"msg": "boom", "src": "https://shop.example/app.js", "line": 3, "col": 9, "stack": "at a"}
+        ],
     }
     body.update(over)
     return body
@@ -42,7 +48,9 @@ def page_view(**over: Any) -> dict[str, Any]:
 
 async def post(client: Client, key: str, body: Any, **headers: str) -> Any:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return await client.post(f"/api/v1/beacon?site={key}", content=data, headers={**beacon_headers(), **headers})
+    return await client.post(
+        f"/api/v1/beacon?site={key}", content=data, headers={**beacon_headers(), **headers}
+    )
 
 
 async def rows(db: Database, table: str = "measurement") -> list[dict[str, Any]]:
@@ -62,7 +70,13 @@ async def test_page_view_is_stored_normalised(client: Client, db: Database, site
     assert r.headers["access-control-allow-origin"] == "https://shop.example"
     assert "set-cookie" not in r.headers
     stored = await rows(db)
-    assert {m["metric"]: m["value"] for m in stored} == {"LCP": 1800.5, "FCP": 900, "TTFB": 120, "INP": 160, "CLS": 0.02}
+    assert {m["metric"]: m["value"] for m in stored} == {
+        "LCP": 1800.5,
+        "FCP": 900,
+        "TTFB": 120,
+        "INP": 160,
+        "CLS": 0.02,
+    }
     lcp = next(m for m in stored if m["metric"] == "LCP")
     # Query string stripped except the allowlisted parameter, fragment gone.
     assert lcp["url"] == "https://shop.example/product/123?utm_source=x"
@@ -72,7 +86,9 @@ async def test_page_view_is_stored_normalised(client: Client, db: Database, site
     assert lcp["connection"] == "4g"
     assert lcp["nav"] == "navigate"
     assert not lcp["is_bot"]
-    attribution = lcp["attribution"] if isinstance(lcp["attribution"], dict) else json.loads(lcp["attribution"])
+    attribution = (
+        lcp["attribution"] if isinstance(lcp["attribution"], dict) else json.loads(lcp["attribution"])
+    )
     assert attribution["element"] == "#hero>img"
     errors = await rows(db, "js_error")
     assert [(e["message"], e["line"], e["page_group"]) for e in errors] == [("boom", 3, "/product/:id")]
@@ -110,14 +126,18 @@ async def test_web_vitals_repeated_reports_count_once_with_last_value(
     assert summary["INP"]["p75"] == 240
 
 
-async def test_web_vitals_array_with_attribution_and_referer(client: Client, db: Database, site: dict[str, Any]) -> None:
+async def test_web_vitals_array_with_attribution_and_referer(
+    client: Client, db: Database, site: dict[str, Any]
+) -> None:
     batch = [
         {"name": "LCP", "value": 2100, "id": "v5-a", "navigationType": "back-forward-cache",
          "attribution": {"target": "main>img.hero", "url": "https://shop.example/h.jpg", "timeToFirstByte": 90,
                          "lcpEntry": {"huge": "x" * 100}}},
         {"name": "TTFB", "value": 90, "id": "v5-b"},
     ]  # fmt: skip
-    r = await post(client, site["key"], batch, referer="https://shop.example/p/42?secret=1", **{"user-agent": MOBILE_UA})
+    r = await post(
+        client, site["key"], batch, referer="https://shop.example/p/42?secret=1", **{"user-agent": MOBILE_UA}
+    )
     assert r.status_code == 204, r.text
     stored = {m["metric"]: m for m in await rows(db)}
     assert stored["LCP"]["nav"] == "back-forward-cache"
@@ -128,9 +148,13 @@ async def test_web_vitals_array_with_attribution_and_referer(client: Client, db:
     assert attribution == {"element": "main>img.hero", "url": "https://shop.example/h.jpg", "ttfb": 90}
 
 
-async def test_bots_are_stored_tagged_and_kept_out_of_figures(client: Client, db: Database, site: dict[str, Any]) -> None:
+async def test_bots_are_stored_tagged_and_kept_out_of_figures(
+    client: Client, db: Database, site: dict[str, Any]
+) -> None:
     headless = BROWSER_UA.replace("Chrome/", "HeadlessChrome/")
-    assert (await post(client, site["key"], page_view(id="bot"), **{"user-agent": headless})).status_code == 204
+    assert (
+        await post(client, site["key"], page_view(id="bot"), **{"user-agent": headless})
+    ).status_code == 204
     assert (await post(client, site["key"], page_view(id="human"))).status_code == 204
     assert sorted((m["pageview_id"], bool(m["is_bot"])) for m in await rows(db) if m["metric"] == "LCP") == [
         ("bot", True),
@@ -196,7 +220,9 @@ async def test_bad_input_is_refused_with_reason_and_nothing_stored(
     body = spec.get("body", page_view())
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {k: v for k, v in {**beacon_headers(), **spec.get("headers", {})}.items() if v}
-    r = await client.post(f"/api/v1/beacon?site={key}" if key else "/api/v1/beacon", content=data, headers=headers)
+    r = await client.post(
+        f"/api/v1/beacon?site={key}" if key else "/api/v1/beacon", content=data, headers=headers
+    )
     assert r.status_code == status, r.text
     assert r.status_code != 500
     detail = r.json()["detail"]
@@ -222,14 +248,18 @@ async def test_rate_limits_per_ip_and_per_site_answer_429_with_retry_after(setti
         assert r.json()["status_code"] == 429
         # Other IPs still get in until the site's own budget (5/s) is used up.
         more = [
-            (await post(c, site["key"], page_view(id=f"s-{i}"), **{"x-forwarded-for": f"198.51.100.{i}"})).status_code
+            (
+                await post(c, site["key"], page_view(id=f"s-{i}"), **{"x-forwarded-for": f"198.51.100.{i}"})
+            ).status_code
             for i in range(4)
         ]
         assert more == [204, 204, 429, 429]
 
 
 async def test_database_down_answers_503_not_500(settings: Settings) -> None:
-    broken = replace(settings, database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", auto_migrate=False)
+    broken = replace(
+        settings, database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", auto_migrate=False
+    )
     async with AsyncTestClient(app=create_app(broken)) as c:
         r = await c.post("/api/v1/beacon?site=whatever", content=b"{}", headers=beacon_headers())
         assert r.status_code == 503
@@ -244,7 +274,9 @@ async def test_no_cookies_anywhere_on_the_beacon_path(client: Client, site: dict
     for r in (
         await post(client, site["key"], page_view()),
         await post(client, site["key"], b"{bad"),
-        await client.options(f"/api/v1/beacon?site={site['key']}", headers={"origin": "https://shop.example"}),
+        await client.options(
+            f"/api/v1/beacon?site={site['key']}", headers={"origin": "https://shop.example"}
+        ),
     ):
         assert "set-cookie" not in r.headers
 
@@ -254,4 +286,59 @@ async def test_beacons_need_no_token_but_the_api_does(client: Client, site: dict
     r = await post(client, site["key"], page_view(id="anon"), **anonymous)
     assert r.status_code == 204
     assert (await client.get("/api/v1/sites", headers=anonymous)).status_code == 401
-    assert (await client.get("/api/v1/sites", headers={"authorization": f"Bearer {ADMIN}x"})).status_code == 401
+    assert (
+        await client.get("/api/v1/sites", headers={"authorization": f"Bearer {ADMIN}x"})
+    ).status_code == 401
+
+
+async def test_rate_limit_store_can_be_redis(settings: Settings) -> None:
+    """With FIELDLAB_REDIS_URL the limiter's counts live in Redis, shared by every worker."""
+    import uuid
+
+    import redis.asyncio as redis
+
+    key_suffix = uuid.uuid4().hex[:8]  # a fresh client address per run: no leftovers from earlier runs
+    limited = create_app(
+        replace(
+            settings, redis_url="redis://127.0.0.1:6379/0", rate_limit_per_ip=2, trusted_proxies="testclient"
+        )
+    )
+    async with AsyncTestClient(app=limited) as c:
+        site = await make_site(c)
+        ip = {"x-forwarded-for": f"2001:db8::{int(key_suffix[:4], 16):x}"}
+        statuses = [(await post(c, site["key"], page_view(id=f"r{i}"), **ip)).status_code for i in range(3)]
+    assert statuses == [204, 204, 429]
+    check = redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        keys = [k async for k in check.scan_iter(match="fieldlab_rl*")]
+    finally:
+        await check.aclose()
+    assert keys, "the limiter did not use Redis"
+
+
+async def test_demo_shop_carries_the_snippet_for_the_demo_site(settings: Settings) -> None:
+    from app.demo import seed_demo_site
+
+    db = Database(settings)
+    try:
+        site_id, key = await seed_demo_site(db=db, host="127.0.0.1", port=8000)
+        assert (await seed_demo_site(db=db, host="127.0.0.1", port=8000)) == (site_id, key)  # idempotent
+    finally:
+        await db.dispose()
+    async with AsyncTestClient(app=create_app(replace(settings, demo=True))) as c:
+        home = await c.get("/demo/")
+        assert home.status_code == 200
+        assert f'data-site="{key}"' in home.text
+        assert 'src="/fieldlab.js"' in home.text
+        assert (await c.get("/demo/product/7")).status_code == 200
+        assert (await c.get("/demo/../etc/passwd")).status_code == 404
+        r = await c.post(
+            f"/api/v1/beacon?site={key}",
+            content=json.dumps(
+                page_view(url="http://127.0.0.1:8000/demo/product/7", attribution={}, errors=[])
+            ),
+            headers=beacon_headers(origin="http://127.0.0.1:8000"),
+        )
+        assert r.status_code == 204
+    async with AsyncTestClient(app=create_app(settings)) as off:
+        assert (await off.get("/demo/")).status_code == 404

@@ -49,7 +49,9 @@ async def _stored_ids(settings: Settings) -> set[str]:
         await db.dispose()
 
 
-async def _load(server: LiveServer, key: str, stop: asyncio.Event, acked: set[str], failed: list[str]) -> None:
+async def _load(
+    server: LiveServer, key: str, stop: asyncio.Event, acked: set[str], failed: list[str]
+) -> None:
     """32 concurrent clients posting unique beacons until told to stop or the server is gone."""
     limits = httpx.Limits(max_connections=32)
     async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=5) as c:
@@ -60,7 +62,9 @@ async def _load(server: LiveServer, key: str, stop: asyncio.Event, acked: set[st
                 pv = f"w{n}-{i}"
                 i += 1
                 try:
-                    r = await c.post(f"/api/v1/beacon?site={key}", content=_beacon(pv), headers=beacon_headers())
+                    r = await c.post(
+                        f"/api/v1/beacon?site={key}", content=_beacon(pv), headers=beacon_headers()
+                    )
                 except httpx.HTTPError as exc:
                     failed.append(type(exc).__name__)
                     await asyncio.sleep(0.01)
@@ -75,7 +79,9 @@ async def _load(server: LiveServer, key: str, stop: asyncio.Event, acked: set[st
         await asyncio.gather(*(worker(n) for n in range(32)))
 
 
-async def test_kill_9_mid_load_loses_no_acknowledged_beacon(live_server: LiveServer, settings: Settings) -> None:
+async def test_kill_9_mid_load_loses_no_acknowledged_beacon(
+    live_server: LiveServer, settings: Settings
+) -> None:
     site = await _site(live_server)
     stop = asyncio.Event()
     acked: set[str] = set()
@@ -102,7 +108,9 @@ async def test_kill_9_mid_load_loses_no_acknowledged_beacon(live_server: LiveSer
     assert r.json()["metrics"]["LCP"]["count"] == len(stored)
 
 
-async def test_sigterm_drains_the_queue_and_exits_cleanly(live_server: LiveServer, settings: Settings) -> None:
+async def test_sigterm_drains_the_queue_and_exits_cleanly(
+    live_server: LiveServer, settings: Settings
+) -> None:
     site = await _site(live_server)
     stop = asyncio.Event()
     acked: set[str] = set()
@@ -139,9 +147,13 @@ def test_chunked_body_over_limit_gets_413_from_the_real_server(live_server: Live
             yield b"a" * 1024
         yield b'"}'
 
-    big = httpx.post(f"{live_server.url}/api/v1/beacon?site={key}", content=chunks(), headers=beacon_headers())
+    big = httpx.post(
+        f"{live_server.url}/api/v1/beacon?site={key}", content=chunks(), headers=beacon_headers()
+    )
     assert big.status_code == 413
-    small = httpx.post(f"{live_server.url}/api/v1/beacon?site={key}", content=iter([_beacon("ok")]), headers=beacon_headers())
+    small = httpx.post(
+        f"{live_server.url}/api/v1/beacon?site={key}", content=iter([_beacon("ok")]), headers=beacon_headers()
+    )
     assert small.status_code == 204
 
 
