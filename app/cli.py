@@ -107,6 +107,10 @@ def serve(
 @app.command("settings")
 def show_settings() -> None:
     """List every FIELDLAB_* setting with its default and meaning."""
+    if not out.is_terminal:  # piped: whole lines for grep, not a table cut to 80 columns
+        for name, default, doc in documented_settings():
+            print(f"{name}\t{default}\t{doc}")
+        return
     table = Table("variable", "default", "meaning")
     for name, default, doc in documented_settings():
         table.add_row(name, default, doc)

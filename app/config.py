@@ -64,11 +64,15 @@ class Settings:
         default=65536, metadata=_doc("Largest beacon body accepted, checked while reading (413 above it).")
     )
     beacon_max_metrics: int = field(
-        default=50, metadata=_doc("Most metrics in one beacon (page-view map entries or web-vitals objects).")
+        default=50,
+        metadata=_doc(
+            "Most web-vitals objects in one array beacon (a page view has at most its five metrics)."
+        ),
     )
     beacon_max_errors: int = field(default=20, metadata=_doc("Most JS errors in one page-view beacon."))
     beacon_max_string: int = field(
-        default=2048, metadata=_doc("Longest string accepted in any beacon field (URLs, selectors, stacks).")
+        default=2048,
+        metadata=_doc("Longest string accepted in any beacon field (URLs, selectors, stacks); at most 2048."),
     )
     beacon_max_attribution_keys: int = field(
         default=32, metadata=_doc("Most keys in one metric's attribution object.")
@@ -139,6 +143,26 @@ class Settings:
         default="",
         metadata=_doc("Comma-separated proxy IPs whose `X-Forwarded-For` is believed (for per-IP limits)."),
     )
+
+    def __post_init__(self) -> None:
+        # Bounds that, broken, would silently disable a protection (a queue of 0 is unbounded).
+        positive = ("beacon_max_bytes", "beacon_max_metrics", "beacon_max_string", "beacon_max_attribution_keys",
+                    "rate_limit_per_ip", "rate_limit_per_site", "rate_limit_api_per_ip", "queue_max",
+                    "batch_max_rows", "commit_timeout_s", "workers", "db_pool_size")  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not value > 0:  # also catches NaN
+                raise SettingsError(f"{env_name(name)}={value!r} must be greater than 0")
+        for name in ("batch_max_wait_ms", "site_cache_ttl_s", "sqlite_busy_timeout_ms", "beacon_max_errors"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise SettingsError(f"{env_name(name)}={value!r} must not be negative")
+        if self.beacon_max_string > 2048:
+            raise SettingsError(
+                f"FIELDLAB_BEACON_MAX_STRING={self.beacon_max_string} is over the 2048 the columns hold"
+            )
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"FIELDLAB_PORT={self.port} is not a TCP port")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -7,6 +7,7 @@ path (``$.metrics.LCP``, ``$[3].value``), which the endpoint returns with status
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,9 @@ import msgspec
 
 from app.ingest import normalise
 from app.ingest.schemas import WEB_VITALS_ATTRIBUTION, PageView, WebVitalsMetric
+
+# Width of the url/message/source columns; FIELDLAB_BEACON_MAX_STRING cannot raise it.
+MAX_STORED_STRING = 2048
 
 
 class BeaconRejected(ValueError):
@@ -55,6 +59,8 @@ class Rows:
 
 
 _any = msgspec.json.Decoder()
+_LOOKS_LIKE_METRIC = re.compile(rb'"name"\s*:')
+_HAS_METRICS = re.compile(rb'"metrics"\s*:')
 _page_view = msgspec.json.Decoder(PageView)
 _one_metric = msgspec.json.Decoder(WebVitalsMetric)
 _metrics = msgspec.json.Decoder(list[WebVitalsMetric])
@@ -80,12 +86,9 @@ def _decode(body: bytes, limits: Limits) -> PageView | list[WebVitalsMetric]:
         )
     try:
         return _page_view.decode(body)
-    except msgspec.ValidationError as exc:
-        try:
-            raw = _any.decode(body)
-        except msgspec.DecodeError:
-            raise BeaconRejected(str(exc)) from None
-        if isinstance(raw, dict) and "name" in raw and "metrics" not in raw:
+    except msgspec.ValidationError:
+        if _LOOKS_LIKE_METRIC.search(body) and not _HAS_METRICS.search(body):
+            # A lone web-vitals Metric: decode it as one, so its own errors are reported.
             return [_one_metric.decode(body)]
         raise
 
@@ -114,7 +117,7 @@ def _check_strings(value: Any, path: str, limits: Limits) -> None:
             raise BeaconRejected(f"{path}: must be a finite number")
     elif isinstance(value, dict):
         for k, v in value.items():
-            _check_strings(k, f"{path}.{k}"[: limits.max_string], limits)
+            _check_strings(k, f"{path}.{k[:64]}", limits)
             _check_strings(v, f"{path}.{k}", limits)
     elif isinstance(value, list | tuple):
         for i, v in enumerate(value):
@@ -137,12 +140,22 @@ def _clamp_ts(ts: int | None, *, now_ms: int, limits: Limits) -> int:
 
 
 def _common(
-    url: str, *, site: SiteRules, client: Client, group: str | None, vw: int | None, path_for: str
+    url: str,
+    *,
+    site: SiteRules,
+    client: Client,
+    group: str | None,
+    vw: int | None,
+    path_for: str,
+    limits: Limits,
 ) -> dict[str, Any]:
     try:
         stored_url, path = normalise.strip_url(url, site.query_allowlist)
     except normalise.BadUrl as exc:
         raise BeaconRejected(f"{path_for}: {exc}") from None
+    limit = min(limits.max_string, MAX_STORED_STRING)
+    if len(stored_url) > limit:
+        raise BeaconRejected(f"{path_for}: URL of {len(stored_url)} characters, at most {limit}")
     ua = client.user_agent
     return {
         "site_id": site.id,
@@ -168,7 +181,9 @@ def _from_page_view(pv: PageView, *, limits: Limits, site: SiteRules, client: Cl
     for name, value in values.items():
         if value < 0 or (name != "CLS" and value > 3_600_000):
             raise BeaconRejected(f"$.metrics.{name}: {value} is out of range")
-    base = _common(pv.url, site=site, client=client, group=pv.group, vw=pv.context.vw, path_for="$.url")
+    base = _common(
+        pv.url, site=site, client=client, group=pv.group, vw=pv.context.vw, path_for="$.url", limits=limits
+    )
     ts = _clamp_ts(pv.ts, now_ms=now_ms, limits=limits)
     shared = {
         **base,
@@ -190,8 +205,8 @@ def _from_page_view(pv: PageView, *, limits: Limits, site: SiteRules, client: Cl
                 "pageview_id": pv.id,
                 "seq": seq,
                 "ts": ts + int(err.ts or 0),
-                "message": err.msg,
-                "source": err.src,
+                "message": err.msg[:MAX_STORED_STRING],
+                "source": err.src[:MAX_STORED_STRING],
                 "line": err.line,
                 "col": err.col,
                 "stack": err.stack[:4096],
@@ -205,16 +220,19 @@ def _from_page_view(pv: PageView, *, limits: Limits, site: SiteRules, client: Cl
     return rows
 
 
-def _pick_attribution(name: str, raw: dict[str, Any] | None) -> dict[str, Any] | None:
+def _pick_attribution(
+    name: str, raw: dict[str, Any] | None, *, path: str, limits: Limits
+) -> dict[str, Any] | None:
     """Keep the few attribution fields fieldlab reports on; web-vitals' attribution build also
     carries whole PerformanceEntry objects that are large and not needed."""
     if not raw:
         return None
-    picked = {
-        ours: raw[theirs]
-        for theirs, ours in WEB_VITALS_ATTRIBUTION.get(name, {}).items()
-        if isinstance(raw.get(theirs), str | int | float) and not isinstance(raw.get(theirs), bool)
-    }
+    picked = {}
+    for theirs, ours in WEB_VITALS_ATTRIBUTION.get(name, {}).items():
+        value = raw.get(theirs)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            _check_strings(value, f"{path}.{theirs}", limits)  # named as sent, not as stored
+            picked[ours] = value
     return picked or None
 
 
@@ -224,8 +242,8 @@ def _from_web_vitals(
     rows = Rows()
     for i, m in enumerate(metrics):
         path = "$" if len(metrics) == 1 else f"$[{i}]"
-        attr = _pick_attribution(m.name, m.attribution)
-        _check_strings({"url": m.url or "", "attribution": attr or {}}, path, limits)
+        _check_strings({"url": m.url or ""}, path, limits)
+        attr = _pick_attribution(m.name, m.attribution, path=f"{path}.attribution", limits=limits)
         if m.value < 0 or (m.name != "CLS" and m.value > 3_600_000):
             raise BeaconRejected(f"{path}.value: {m.value} is out of range for {m.name}")
         # web-vitals objects carry no page URL unless the site adds one; the Referer (which
@@ -233,7 +251,9 @@ def _from_web_vitals(
         url = m.url or client.referer or client.origin
         if not url:
             raise BeaconRejected(f"{path}.url: missing, and the request has no Referer or Origin")
-        base = _common(url, site=site, client=client, group=None, vw=None, path_for=f"{path}.url")
+        base = _common(
+            url, site=site, client=client, group=None, vw=None, path_for=f"{path}.url", limits=limits
+        )
         rows.measurements.append(
             {
                 **base,

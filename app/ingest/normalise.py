@@ -21,14 +21,15 @@ def strip_url(url: str, allowlist: Sequence[str] = ()) -> tuple[str, str]:
     because query strings carry emails, tokens and session ids that must not be stored."""
     try:
         parts = urlsplit(url.strip())
+        port = parts.port  # parsed lazily: a bad port ("99999", "abc") raises here
     except ValueError as exc:
         raise BadUrl(str(exc)) from None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadUrl("must be an absolute http(s) URL")
     kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k in allowlist]
     path = parts.path or "/"
-    host = parts.hostname or ""
-    netloc = host if parts.port is None else f"{host}:{parts.port}"  # drops user:password@
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if port is None else f"{host}:{port}"  # drops user:password@
     return urlunsplit((parts.scheme, netloc, path, urlencode(kept), "")), path
 
 
@@ -95,8 +96,9 @@ def validate_rule_pattern(pattern: str) -> str | None:
 
 # --- user agent ---------------------------------------------------------------------------
 
+# "(?<!cu)bot": CUBOT is a phone brand, not a crawler.
 _BOT = re.compile(
-    r"bot|crawl|spider|slurp|headless|lighthouse|pagespeed|phantomjs|puppeteer|playwright|selenium|"
+    r"(?<!cu)bot|crawl|spider|slurp|headless|lighthouse|pagespeed|phantomjs|puppeteer|playwright|selenium|"
     r"webdriver|python|curl|wget|httpclient|go-http-client|java/|okhttp|axios|node-fetch|preview",
     re.IGNORECASE,
 )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import Database
@@ -156,6 +157,34 @@ class GroupCommitWriter:
                 self._metrics.queue_depth.set(self._queue.qsize())
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            stored = await self._write_batch(batch)
+        except Exception as exc:
+            if len(batch) > 1 and isinstance(exc, DataError | IntegrityError):
+                # One bad beacon must not fail its neighbours: redo the batch one by one.
+                log.warning(
+                    "batch of %d failed on bad data (%s); retrying singly", len(batch), type(exc).__name__
+                )
+                for p in batch:
+                    await self._commit([p])
+                return
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            self._metrics.writer_errors.inc()
+            log.error("writer batch of %d beacons failed: %s", len(batch), self.last_error)
+            for p in batch:
+                if not p.done.done():
+                    p.done.set_exception(exc)
+            return
+        self.last_error = None
+        self._metrics.batch_size.observe(len(batch))
+        self._metrics.beacons_accepted.inc(len(batch))
+        self._metrics.measurements_stored.inc(stored)
+        for p in batch:
+            if not p.done.done():
+                p.done.set_result(None)
+
+    async def _write_batch(self, batch: list[_Pending]) -> int:
+        """Write a batch in one transaction; returns the number of measurement rows."""
         measurements: dict[tuple[int, str, str], dict[str, Any]] = {}
         errors: dict[tuple[int, str, int], dict[str, Any]] = {}
         for p in batch:
@@ -166,25 +195,10 @@ class GroupCommitWriter:
             for e in p.rows.errors:
                 errors[(e["site_id"], e["pageview_id"], e["seq"])] = e
         started = time.perf_counter()
-        try:
-            async with self._db.write_conn() as conn:
-                await self._write(conn, list(measurements.values()), list(errors.values()))
-        except Exception as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            self._metrics.writer_errors.inc()
-            log.error("writer batch of %d beacons failed: %s", len(batch), self.last_error)
-            for p in batch:
-                if not p.done.done():
-                    p.done.set_exception(exc)
-            return
-        self.last_error = None
+        async with self._db.write_conn() as conn:
+            await self._write(conn, list(measurements.values()), list(errors.values()))
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
-        self._metrics.batch_size.observe(len(batch))
-        self._metrics.beacons_accepted.inc(len(batch))
-        self._metrics.measurements_stored.inc(len(measurements))
-        for p in batch:
-            if not p.done.done():
-                p.done.set_result(None)
+        return len(measurements)
 
     async def _write(
         self, conn: AsyncConnection, measurements: list[dict[str, Any]], errors: list[dict[str, Any]]
