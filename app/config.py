@@ -117,6 +117,25 @@ class Settings:
         default=10.0, metadata=_doc("How long a site's key, origins and rules are cached in each process.")
     )
 
+    # --- field analytics -------------------------------------------------------------------
+    rollup_interval_s: float = field(
+        default=60.0, metadata=_doc("How often closed hours are rolled up (and re-rolled after re-reports).")
+    )
+    raw_retention_days: int = field(
+        default=30,
+        metadata=_doc("Days raw beacons (and JS errors) are kept; attribution covers this window."),
+    )
+    rollup_retention_days: int = field(default=400, metadata=_doc("Days hourly and daily rollups are kept."))
+    prune_interval_s: float = field(default=3600.0, metadata=_doc("How often the retention job runs."))
+    query_cache_ttl_s: float = field(
+        default=60.0,
+        metadata=_doc("Longest life of a cached query answer (new data for the site invalidates it sooner)."),
+    )
+    slow_query_ms: float = field(
+        default=250.0,
+        metadata=_doc("Queries slower than this are logged with their plan and listed by the API."),
+    )
+
     # --- server ----------------------------------------------------------------------------
     host: str = field(default="127.0.0.1", metadata=_doc("Address `serve` binds to."))
     port: int = field(default=8000, metadata=_doc("Port `serve` listens on."))
@@ -148,12 +167,14 @@ class Settings:
         # Bounds that, broken, would silently disable a protection (a queue of 0 is unbounded).
         positive = ("beacon_max_bytes", "beacon_max_metrics", "beacon_max_string", "beacon_max_attribution_keys",
                     "rate_limit_per_ip", "rate_limit_per_site", "rate_limit_api_per_ip", "queue_max",
-                    "batch_max_rows", "commit_timeout_s", "workers", "db_pool_size")  # fmt: skip
+                    "batch_max_rows", "commit_timeout_s", "workers", "db_pool_size", "rollup_interval_s",
+                    "raw_retention_days", "rollup_retention_days", "prune_interval_s")  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if not value > 0:  # also catches NaN
                 raise SettingsError(f"{env_name(name)}={value!r} must be greater than 0")
-        for name in ("batch_max_wait_ms", "site_cache_ttl_s", "sqlite_busy_timeout_ms", "beacon_max_errors"):
+        for name in ("batch_max_wait_ms", "site_cache_ttl_s", "sqlite_busy_timeout_ms", "beacon_max_errors",
+                     "query_cache_ttl_s", "slow_query_ms"):  # fmt: skip
             value = getattr(self, name)
             if not value >= 0:
                 raise SettingsError(f"{env_name(name)}={value!r} must not be negative")

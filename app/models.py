@@ -50,8 +50,10 @@ class Measurement(SQLModel, table=True):
     __tablename__ = "measurement"
     __table_args__ = (
         sa.UniqueConstraint("site_id", "pageview_id", "metric", name="uq_measurement_pageview_metric"),
-        # Summary queries: one site, one metric, a time range; page/device filter the rest.
+        # Raw queries: one site, one metric, a time range; page/device filter the rest.
         sa.Index("ix_measurement_site_metric_ts", "site_id", "metric", "ts"),
+        # The rollup job finds hours touched since its last run by when rows arrived.
+        sa.Index("ix_measurement_received", "received_ms"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -96,3 +98,50 @@ class JsError(SQLModel, table=True):
     device: str = Field(max_length=8)
     browser: str = Field(max_length=32)
     is_bot: bool = False
+
+
+class Rollup(SQLModel, table=True):
+    """Aggregate of one metric's values for one hour ('h') or UTC day ('d') and one segment
+    (page group, device, navigation type, connection). Queries merge the sketches of
+    whatever rollups a range and filter select; they never average percentiles."""
+
+    __tablename__ = "rollup"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "site_id", "period", "metric", "start_ms", "page_group", "device", "nav", "connection",
+            name="uq_rollup_segment",
+        ),
+    )  # fmt: skip
+    # The unique constraint's index serves every rollup query: site, period, metric, a range of
+    # start_ms, then the segment columns filtered in the index itself.
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    site_id: int = Field(foreign_key="site.id")
+    period: str = Field(max_length=1)
+    metric: str = Field(max_length=8)
+    start_ms: int = Field(sa_type=sa.BigInteger)
+    page_group: str = Field(max_length=256)
+    device: str = Field(max_length=8)
+    nav: str = Field(max_length=24)
+    connection: str = Field(max_length=16)
+    count: int
+    good: int
+    poor: int
+    sketch: bytes = Field(sa_type=sa.LargeBinary)
+
+
+class RollupState(SQLModel, table=True):
+    """One row: how far the rollup job has got. Hours before ``rolled_until_ms`` have rollups;
+    rows received after ``watermark_ms`` may have changed an hour since (re-reports)."""
+
+    __tablename__ = "rollup_state"
+
+    id: int = Field(default=1, primary_key=True)
+    watermark_ms: int = Field(sa_type=sa.BigInteger)
+    rolled_until_ms: int = Field(sa_type=sa.BigInteger)
+
+
+def table(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a model, typed (Core statements are used on hot and bulk paths)."""
+    t: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return t

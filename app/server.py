@@ -11,6 +11,7 @@ from time import time
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response, Router
+from litestar.config.compression import CompressionConfig
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.stores.base import Store
@@ -20,15 +21,20 @@ from litestar.types import Send
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.api import beacon, health, sites, snippet
+from app.api import admin, beacon, field, health, sites, snippet
 from app.api.deps import Services, client_ip
 from app.api.openapi import add_beacon_schemas, openapi_config
 from app.config import Settings
-from app.db import Database
+from app.db import Database, now_ms
+from app.field.cache import QueryCache
+from app.field.retention import prune
+from app.field.rollups import run_rollups
 from app.ingest.decode import Limits
 from app.ingest.writer import GroupCommitWriter
+from app.jobs import Periodic
 from app.observability import Metrics
-from app.sites import SiteCache
+from app.sites import SiteCache, list_sites
+from app.slowlog import SlowQueryLog
 
 log = logging.getLogger("fieldlab")
 
@@ -105,8 +111,31 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
 
 def _stores(settings: Settings) -> dict[str, Store]:
     if settings.redis_url:
-        return {"rate_limit": RedisStore.with_client(url=settings.redis_url, namespace="fieldlab_rl")}
-    return {"rate_limit": MemoryStore()}
+        return {
+            "rate_limit": RedisStore.with_client(url=settings.redis_url, namespace="fieldlab_rl"),
+            "query_cache": RedisStore.with_client(url=settings.redis_url, namespace="fieldlab_qc"),
+        }
+    return {"rate_limit": MemoryStore(), "query_cache": MemoryStore()}
+
+
+def _jobs(settings: Settings, db: Database, cache: QueryCache) -> dict[str, Periodic]:
+    async def rollups() -> None:
+        await run_rollups(db, now_ms=now_ms(), margin_ms=int(settings.commit_timeout_s * 1000) + 5000)
+
+    async def retention() -> None:
+        removed = await prune(
+            db,
+            now_ms=now_ms(),
+            raw_days=settings.raw_retention_days,
+            rollup_days=settings.rollup_retention_days,
+        )
+        if any(removed.values()):
+            await cache.bump(s.id for s in await list_sites(db=db) if s.id is not None)
+
+    return {
+        "rollups": Periodic("rollups", settings.rollup_interval_s, rollups, first_delay_s=5.0),
+        "retention": Periodic("retention", settings.prune_interval_s, retention, first_delay_s=30.0),
+    }
 
 
 def _app_version() -> str:
@@ -120,6 +149,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     db = Database(settings)
     metrics = Metrics()
+    stores = _stores(settings)
+    cache = QueryCache(stores["query_cache"], settings.query_cache_ttl_s)
+    slow_queries = SlowQueryLog(settings.slow_query_ms)
+    slow_queries.attach(db.read_engine)
     svc = Services(
         settings=settings,
         db=db,
@@ -130,6 +163,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             queue_max=settings.queue_max,
             batch_max_rows=settings.batch_max_rows,
             batch_max_wait_s=settings.batch_max_wait_ms / 1000,
+            on_commit=cache.bump,
         ),
         sites=SiteCache(db, settings.site_cache_ttl_s),
         limits=Limits(
@@ -139,6 +173,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_attribution_keys=settings.beacon_max_attribution_keys,
             max_age_ms=settings.beacon_max_age_days * 86_400_000,
         ),
+        cache=cache,
+        slow_queries=slow_queries,
+        jobs=_jobs(settings, db, cache),
     )
 
     @asynccontextmanager
@@ -146,9 +183,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         svc.snippet = snippet.StaticAsset.load(settings.static_path() / "fieldlab.js")
         add_beacon_schemas(app)
         svc.writer.start()
+        for job in svc.jobs.values():
+            job.start()
         try:
             yield
         finally:
+            for job in svc.jobs.values():
+                await job.stop()
             # Runs on SIGTERM after the server stopped taking requests: commit what is queued.
             await svc.writer.stop()
             await db.dispose()
@@ -168,7 +209,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             sites.list_sites,
             sites.get_site,
             sites.create_token,
-            sites.summary,
+            field.summary,
+            field.series,
+            field.distribution,
+            field.top_attribution,
+            field.batch,
+            admin.slow_queries,
+            admin.run_job,
         ],
         middleware=[_limiter(settings.rate_limit_api_per_ip, _api_per_ip, "rate_limit")],
     )
@@ -182,7 +229,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         openapi_config=openapi_config(_app_version()),
         request_max_body_size=settings.beacon_max_bytes,
-        stores=_stores(settings),
+        stores=stores,
+        # Precompressed assets (the snippet) and empty beacon answers are left alone.
+        compression_config=CompressionConfig(
+            backend="brotli",
+            brotli_gzip_fallback=True,
+            minimum_size=512,
+            exclude=["/fieldlab.js", "/api/v1/beacon"],
+        ),
         exception_handlers={
             ValidationException: _validation,
             OperationalError: _db_unavailable,

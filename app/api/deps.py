@@ -13,10 +13,13 @@ from litestar.handlers.base import BaseRouteHandler
 
 from app.config import Settings
 from app.db import Database
+from app.field.cache import QueryCache
 from app.ingest.decode import Limits
 from app.ingest.writer import GroupCommitWriter
+from app.jobs import Periodic
 from app.observability import Metrics
 from app.sites import Principal, SiteCache, authenticate
+from app.slowlog import SlowQueryLog
 
 
 @dataclass
@@ -29,6 +32,9 @@ class Services:
     writer: GroupCommitWriter
     sites: SiteCache
     limits: Limits
+    cache: QueryCache
+    slow_queries: SlowQueryLog
+    jobs: dict[str, Periodic]
     snippet: Any = None  # app.api.snippet.StaticAsset, loaded at startup
 
 

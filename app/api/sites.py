@@ -1,19 +1,17 @@
-"""Sites, tokens and the field summary. Routes stay thin: parse, call a data function, shape."""
+"""Sites and tokens. Routes stay thin: parse, call a data function, shape."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, get, post
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
-from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED
 
-from app import field, sites
+from app import sites
 from app.api.deps import principal_of, require_admin, require_read, services
-from app.ingest.normalise import page_group
 from app.models import Site
 
 
@@ -125,49 +123,3 @@ async def create_token(request: Request[Any, Any, Any], data: TokenCreate) -> To
         raise _bad(exc) from None
     assert row.id is not None
     return TokenOut(id=row.id, name=row.name, scope=row.scope, token=token, site_id=row.site_id)
-
-
-def parse_time(name: str, raw: str | None, default: datetime) -> int:
-    if raw is None or raw == "":
-        return int(default.timestamp() * 1000)
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        raise HTTPException(
-            status_code=400, detail=f"{name}: {raw!r} is not an ISO 8601 time like 2026-11-01T00:00:00Z"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
-
-@get("/api/v1/sites/{site_id:int}/summary", guards=[require_read], tags=["field"])
-async def summary(
-    request: Request[Any, Any, Any],
-    site_id: int,
-    since: str | None = Parameter(
-        default=None, description="ISO 8601 start (inclusive). Default: 7 days ago."
-    ),
-    until: str | None = Parameter(default=None, description="ISO 8601 end (exclusive). Default: now."),
-    page: str | None = Parameter(
-        default=None,
-        description="A path (`/product/123`) or page group (`/product/:id`); both mean its group.",
-    ),
-    device: Literal["mobile", "tablet", "desktop"] | None = Parameter(default=None),
-) -> dict[str, Any]:
-    """Count, p50/p75/p90/p95 and good / needs-improvement / poor shares per Core Web Vital."""
-    site = await _readable_site(request, site_id)
-    now = datetime.now(UTC)
-    until_ms = parse_time("until", until, now)
-    since_ms = parse_time("since", since, datetime.fromtimestamp(until_ms / 1000, UTC) - timedelta(days=7))
-    if since_ms >= until_ms:
-        raise HTTPException(status_code=400, detail="since: must be before until")
-    group = page_group(page, site.page_groups) if page else None
-    return await field.summary(
-        db=services(request).db,
-        site_id=site_id,
-        since_ms=since_ms,
-        until_ms=until_ms,
-        page_group=group,
-        device=device,
-    )

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +77,10 @@ class GroupCommitWriter:
         queue_max: int,
         batch_max_rows: int,
         batch_max_wait_s: float,
+        on_commit: Callable[[set[int]], Awaitable[None]] | None = None,
     ) -> None:
         self._db = db
+        self._on_commit = on_commit
         self._metrics = metrics
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
         self._batch_max_rows = batch_max_rows
@@ -176,6 +179,12 @@ class GroupCommitWriter:
                     p.done.set_exception(exc)
             return
         self.last_error = None
+        if self._on_commit is not None:
+            # Before answering: a client that got its 204 must not then read a stale cache.
+            try:
+                await self._on_commit({m["site_id"] for p in batch for m in p.rows.measurements})
+            except Exception:
+                log.exception("on-commit hook failed (cached answers may lag until their TTL)")
         self._metrics.batch_size.observe(len(batch))
         self._metrics.beacons_accepted.inc(len(batch))
         self._metrics.measurements_stored.inc(stored)

@@ -1,4 +1,4 @@
-"""Field (RUM) figures: Core Web Vitals thresholds, exact percentiles and the summary query.
+"""Core Web Vitals thresholds, exact percentiles and summaries of value lists. Pure.
 
 The percentile is the linear interpolation between closest ranks (PostgreSQL's
 ``percentile_cont``, numpy's default), so anyone can check a figure with the tool at hand.
@@ -9,12 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Any
-
-import sqlalchemy as sa
-
-from app.db import Database
-from app.ingest.schemas import METRICS
-from app.models import Measurement
 
 # (good ≤ a, poor > b) per metric, from web.dev/vitals; CLS is unitless, the rest ms.
 THRESHOLDS: dict[str, tuple[float, float]] = {
@@ -63,32 +57,3 @@ def summarise(metric: str, sorted_values: Sequence[float]) -> dict[str, Any]:
 
 def _round(metric: str, value: float) -> float:
     return round(value, 4) if metric == "CLS" else round(value, 1)
-
-
-async def summary(
-    *,
-    db: Database,
-    site_id: int,
-    since_ms: int,
-    until_ms: int,
-    page_group: str | None = None,
-    device: str | None = None,
-) -> dict[str, Any]:
-    """Exact summary from raw rows. Each (page view, metric) is one row (re-reports replace
-    it), so every page view counts once per metric. Bots are excluded."""
-    m = Measurement.__table__.c  # type: ignore[attr-defined]
-    query = (
-        sa.select(m.metric, m.value)
-        .where(m.site_id == site_id, m.ts >= since_ms, m.ts < until_ms, m.is_bot.is_(False))
-        .order_by(m.metric, m.value)
-    )
-    if page_group is not None:
-        query = query.where(m.page_group == page_group)
-    if device is not None:
-        query = query.where(m.device == device)
-    values: dict[str, list[float]] = {name: [] for name in METRICS}
-    async with db.read_engine.connect() as conn:
-        result = await conn.stream(query)
-        async for metric, value in result:
-            values[metric].append(value)
-    return {"metrics": {name: summarise(name, values[name]) for name in METRICS}}

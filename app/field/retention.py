@@ -1,0 +1,53 @@
+"""Retention: raw beacons and JS errors after FIELDLAB_RAW_RETENTION_DAYS, rollups after
+FIELDLAB_ROLLUP_RETENTION_DAYS.
+
+Deletes run per (site, metric) so each one is a range scan of an existing index (no index on
+time alone is kept, to keep ingest cheap), and in bounded chunks so the ingest writer, which
+shares SQLite's single write lock, never waits behind one long transaction."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.db import Database
+from app.field.rollups import DAY
+from app.ingest.schemas import METRICS
+from app.models import JsError, Measurement, Rollup, Site, table
+
+log = logging.getLogger(__name__)
+CHUNK = 5000
+
+
+async def _delete_before(db: Database, table: sa.Table, where: list[Any]) -> int:
+    removed = 0
+    while True:
+        doomed = sa.select(table.c.id).where(*where).limit(CHUNK).scalar_subquery()
+        async with db.write_conn() as conn:
+            result = await conn.execute(sa.delete(table).where(table.c.id.in_(doomed)))
+        removed += result.rowcount or 0
+        if (result.rowcount or 0) < CHUNK:
+            return removed
+
+
+async def prune(db: Database, *, now_ms: int, raw_days: int, rollup_days: int) -> dict[str, int]:
+    raw_cutoff = now_ms - raw_days * DAY
+    rollup_cutoff = now_ms - rollup_days * DAY
+    m, e, r = table(Measurement), table(JsError), table(Rollup)
+    async with db.read_engine.connect() as conn:
+        site_ids = [row[0] for row in await conn.execute(sa.select(table(Site).c.id))]
+    removed = {"measurement": 0, "js_error": 0, "rollup": 0}
+    for site_id in site_ids:
+        for metric in METRICS:
+            where = [m.c.site_id == site_id, m.c.metric == metric, m.c.ts < raw_cutoff]
+            removed["measurement"] += await _delete_before(db, m, where)
+            for period in ("h", "d"):
+                where = [r.c.site_id == site_id, r.c.period == period, r.c.metric == metric,
+                         r.c.start_ms < rollup_cutoff]  # fmt: skip
+                removed["rollup"] += await _delete_before(db, r, where)
+        removed["js_error"] += await _delete_before(db, e, [e.c.site_id == site_id, e.c.ts < raw_cutoff])
+    if any(removed.values()):
+        log.info("retention removed %s", removed)
+    return removed
