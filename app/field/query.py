@@ -108,7 +108,7 @@ async def aggregate(db: Database, scope: Scope) -> dict[GroupKey, Agg]:
     async with db.read_engine.connect() as conn:
         dirty: set[int] = set()
         if first_hour < end_hour:
-            touched = sa.select(sa.distinct(M.ts - M.ts % HOUR)).where(
+            touched = sa.select(M.ts - M.ts % HOUR).distinct().where(
                 M.site_id == scope.site_id, M.metric == scope.metric, M.received_ms > watermark,
                 M.ts >= first_hour, M.ts < end_hour,
             )  # fmt: skip

@@ -54,7 +54,7 @@ def _insert_for(dialect: str) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-def _upsert_measurements(dialect: str) -> Any:
+def upsert_measurements(dialect: str) -> Any:
     stmt = _insert_for(dialect)(Measurement)
     return stmt.on_conflict_do_update(
         index_elements=["site_id", "pageview_id", "metric"],
@@ -88,7 +88,7 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
         dialect = db.write_engine.dialect.name
-        self._upsert = _upsert_measurements(dialect)
+        self._upsert = upsert_measurements(dialect)
         self._insert_errors = _insert_errors(dialect)
         self.last_error: str | None = None
 
