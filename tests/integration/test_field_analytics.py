@@ -227,7 +227,7 @@ async def test_attribution_top_items(client: Client) -> None:
                     "loaf": [{"src": "https://cdn.other.example/a.js", "dur": 90}, {"src": "", "dur": 20}],
                 }
             },
-        ),  # fmt: skip
+        ),
         (
             "e",
             500,
