@@ -52,8 +52,6 @@ class Measurement(SQLModel, table=True):
         sa.UniqueConstraint("site_id", "pageview_id", "metric", name="uq_measurement_pageview_metric"),
         # Raw queries: one site, one metric, a time range; page/device filter the rest.
         sa.Index("ix_measurement_site_metric_ts", "site_id", "metric", "ts"),
-        # The rollup job finds hours touched since its last run by when rows arrived.
-        sa.Index("ix_measurement_received", "received_ms"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -131,14 +129,25 @@ class Rollup(SQLModel, table=True):
 
 
 class RollupState(SQLModel, table=True):
-    """One row: how far the rollup job has got. Hours before ``rolled_until_ms`` have rollups;
-    rows received after ``watermark_ms`` may have changed an hour since (re-reports)."""
+    """One row: hours before ``rolled_until_ms`` have rollups (unless marked dirty)."""
 
     __tablename__ = "rollup_state"
 
     id: int = Field(default=1, primary_key=True)
-    watermark_ms: int = Field(sa_type=sa.BigInteger)
     rolled_until_ms: int = Field(sa_type=sa.BigInteger)
+
+
+class DirtyHour(SQLModel, table=True):
+    """A closed hour that received rows after it closed (a late or re-reported value). The
+    ingest writer marks it in the same transaction as the rows, queries read it raw until the
+    rollup job has rebuilt it, and the job then clears marks no newer than its rebuild."""
+
+    __tablename__ = "dirty_hour"
+
+    site_id: int = Field(primary_key=True, foreign_key="site.id")
+    metric: str = Field(primary_key=True, max_length=8)
+    hour_ms: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    marked_ms: int = Field(sa_type=sa.BigInteger)
 
 
 def table(model: type[SQLModel]) -> sa.Table:

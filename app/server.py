@@ -120,7 +120,7 @@ def _stores(settings: Settings) -> dict[str, Store]:
 
 def _jobs(settings: Settings, db: Database, cache: QueryCache) -> dict[str, Periodic]:
     async def rollups() -> None:
-        await run_rollups(db, now_ms=now_ms(), margin_ms=int(settings.commit_timeout_s * 1000) + 5000)
+        await run_rollups(db, now_ms=now_ms())
 
     async def retention() -> None:
         removed = await prune(

@@ -20,7 +20,19 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.db import Database
-from app.field.rollups import ALL, DAY, DIMENSIONS, HOUR, Agg, M, R, ceil_to, floor_to, read_state
+from app.field.rollups import (
+    ALL,
+    DAY,
+    DIMENSIONS,
+    HOUR,
+    Agg,
+    M,
+    R,
+    ceil_to,
+    dirty_hours,
+    floor_to,
+    rolled_until,
+)
 from app.field.stats import QUANTILES, percentile
 from app.ingest.schemas import METRICS
 
@@ -97,22 +109,19 @@ def _add(aggs: dict[GroupKey, Agg], key: GroupKey, part: Agg) -> None:
 
 
 async def aggregate(db: Database, scope: Scope) -> dict[GroupKey, Agg]:
-    watermark, rolled_until = await read_state(db)
+    rolled = await rolled_until(db)
     since, until = scope.since_ms, scope.until_ms
     # Whole hours the rollups may answer: inside the range and closed by the rollup job.
     first_hour = floor_to(since, HOUR) if since < scope.raw_horizon_ms else ceil_to(since, HOUR)
-    end_hour = max(first_hour, min(floor_to(until, HOUR), rolled_until))
+    end_hour = max(first_hour, min(floor_to(until, HOUR), rolled))
     group_col = scope.group_by
     aggs: dict[GroupKey, Agg] = {}
     raw_ranges: list[tuple[int, int]] = []
     async with db.read_engine.connect() as conn:
         dirty: set[int] = set()
         if first_hour < end_hour:
-            touched = sa.select(M.ts - M.ts % HOUR).distinct().where(
-                M.site_id == scope.site_id, M.metric == scope.metric, M.received_ms > watermark,
-                M.ts >= first_hour, M.ts < end_hour,
-            )  # fmt: skip
-            dirty = {int(h) for (h,) in await conn.execute(touched)}
+            marked = await dirty_hours(db, site_id=scope.site_id, metric=scope.metric)
+            dirty = {h for (_, h) in marked if first_hour <= h < end_hour}
             hours_from_days: set[int] = set()
             if scope.bucket != "hour":
                 days = [d for d in range(ceil_to(first_hour, DAY), floor_to(end_hour, DAY), DAY)

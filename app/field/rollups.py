@@ -5,10 +5,10 @@ either a value or ``*`` (all), so every filter combination, and a group-by on on
 answered by exactly one stored row per period, with no merging of many small rows.
 
 Correctness under re-reports (web-vitals re-sends CLS/INP; a page view may be re-sent hours
-later) comes from recomputing, never patching: an hour is rebuilt from its raw rows whenever
-any of its rows arrived since the last run (``received_ms`` > watermark), and the day holding it
-is rebuilt from its hours. Between runs, queries treat such hours as raw (see query.py), so an
-answer is right at every moment, not just after the next run.
+later) comes from recomputing, never patching: the ingest writer marks a closed hour dirty in
+the same transaction as a late row (``dirty_hour``), the job rebuilds marked hours from their raw
+rows and the days holding them, and between runs queries read dirty hours raw (see query.py), so
+an answer is right at every moment, not just after the next run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import sqlalchemy as sa
 
 from app.db import Database
 from app.field.stats import THRESHOLDS
-from app.models import Measurement, Rollup, RollupState, table
+from app.ingest.schemas import METRICS
+from app.models import DirtyHour, Measurement, Rollup, RollupState, Site, table
 from app.sketch import Sketch
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ Segment = tuple[str, str, str, str]
 M = table(Measurement).c
 R = table(Rollup).c
 STATE = table(RollupState)
+DIRTY = table(DirtyHour)
 
 
 def floor_to(ms: int, unit: int) -> int:
@@ -181,43 +183,70 @@ class RollupReport:
     rows: int = 0
 
 
-async def read_state(db: Database) -> tuple[int, int]:
-    """(watermark_ms, rolled_until_ms); (0, 0) before the first run."""
+async def rolled_until(db: Database) -> int:
+    """Hours before this have rollups (0 before the first run)."""
     async with db.read_engine.connect() as conn:
-        row = (await conn.execute(sa.select(STATE.c.watermark_ms, STATE.c.rolled_until_ms))).first()
-    return (row[0], row[1]) if row else (0, 0)
+        value = (await conn.execute(sa.select(STATE.c.rolled_until_ms))).scalar()
+    return int(value or 0)
 
 
-async def _touched_hours(db: Database, *, watermark: int, since: int, frontier: int) -> set[tuple[int, int]]:
-    """(site, hour) pairs with rows received after the watermark, or in newly closed hours."""
-    hour = (M.ts - M.ts % HOUR).label("hour")
-    recent = sa.select(M.site_id, hour).where(M.received_ms > watermark, M.ts < frontier).distinct()
-    closed = sa.select(M.site_id, hour).where(M.ts >= since, M.ts < frontier).distinct()
+async def dirty_hours(
+    db: Database, *, site_id: int | None = None, metric: str | None = None
+) -> dict[tuple[int, int], int]:
+    """Marked hours: (site, hour) -> newest mark time."""
+    query = sa.select(DIRTY.c.site_id, DIRTY.c.hour_ms, sa.func.max(DIRTY.c.marked_ms)).group_by(
+        DIRTY.c.site_id, DIRTY.c.hour_ms
+    )
+    if site_id is not None:
+        query = query.where(DIRTY.c.site_id == site_id)
+    if metric is not None:
+        query = query.where(DIRTY.c.metric == metric)
     async with db.read_engine.connect() as conn:
-        found = {(s, h) for s, h in await conn.execute(recent)}
-        found |= {(s, h) for s, h in await conn.execute(closed)}
+        return {(s, int(h)): int(m) for s, h, m in await conn.execute(query)}
+
+
+async def _closed_hours(db: Database, *, since: int, frontier: int) -> set[tuple[int, int]]:
+    """(site, hour) pairs with rows in hours closed since the last run, read per site and metric
+    so each query is a range scan of (site_id, metric, ts)."""
+    found: set[tuple[int, int]] = set()
+    if since >= frontier:
+        return found
+    async with db.read_engine.connect() as conn:
+        sites = [s for (s,) in await conn.execute(sa.select(table(Site).c.id))]
+        for site_id in sites:
+            for metric in METRICS:
+                hours = (
+                    sa.select(M.ts - M.ts % HOUR)
+                    .distinct()
+                    .where(M.site_id == site_id, M.metric == metric, M.ts >= since, M.ts < frontier)
+                )
+                found |= {(site_id, int(h)) for (h,) in await conn.execute(hours)}
     return found
 
 
-async def run_rollups(db: Database, *, now_ms: int, margin_ms: int) -> RollupReport:
-    """Bring rollups up to date: every closed hour that is new or has new rows is rebuilt,
-    then the days holding them. ``margin_ms`` covers rows stamped before but committed after
-    this run started (the commit timeout)."""
-    watermark, rolled_until = await read_state(db)
+async def run_rollups(db: Database, *, now_ms: int) -> RollupReport:
+    """Bring rollups up to date: every hour closed since the last run, and every hour marked
+    dirty, is rebuilt, then the days holding them; marks no newer than the rebuild are cleared."""
+    since = await rolled_until(db)
     frontier = floor_to(now_ms, HOUR)
-    touched = await _touched_hours(db, watermark=watermark, since=rolled_until, frontier=frontier)
+    marks = {key: at for key, at in (await dirty_hours(db)).items() if key[1] < frontier}
+    todo = await _closed_hours(db, since=since, frontier=frontier) | set(marks)
     report = RollupReport()
-    for site_id, hour_ms in sorted(touched):
-        report.rows += await rollup_hour(db, site_id, int(hour_ms))
+    for site_id, hour_ms in sorted(todo):
+        report.rows += await rollup_hour(db, site_id, hour_ms)
         report.hours += 1
-    for site_id, day_ms in sorted({(s, floor_to(int(h), DAY)) for s, h in touched}):
+    for site_id, day_ms in sorted({(s, floor_to(h, DAY)) for s, h in todo}):
         report.rows += await rollup_day(db, site_id, day_ms)
         report.days += 1
     async with db.write_conn() as conn:
-        values = {"watermark_ms": now_ms - margin_ms, "rolled_until_ms": frontier}
-        updated = await conn.execute(sa.update(STATE).values(**values))
+        for (site_id, hour_ms), marked in marks.items():
+            # A mark newer than what this run read stays, so the next run rebuilds again.
+            await conn.execute(sa.delete(DIRTY).where(
+                DIRTY.c.site_id == site_id, DIRTY.c.hour_ms == hour_ms, DIRTY.c.marked_ms <= marked
+            ))  # fmt: skip
+        updated = await conn.execute(sa.update(STATE).values(rolled_until_ms=max(since, frontier)))
         if not updated.rowcount:
-            await conn.execute(sa.insert(STATE).values(id=1, **values))
+            await conn.execute(sa.insert(STATE).values(id=1, rolled_until_ms=frontier))
     if report.hours:
         log.info("rollups: rebuilt %d hours and %d days (%d rows)", report.hours, report.days, report.rows)
     return report

@@ -26,10 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import Database
 from app.ingest.decode import Rows
-from app.models import JsError, Measurement
+from app.models import DirtyHour, JsError, Measurement, table
 from app.observability import Metrics
 
 log = logging.getLogger(__name__)
+
+
+_HOUR = 3_600_000
 
 
 class QueueFull(Exception):
@@ -62,6 +65,13 @@ def upsert_measurements(dialect: str) -> Any:
     )
 
 
+def _mark_dirty(dialect: str) -> Any:
+    stmt = _insert_for(dialect)(table(DirtyHour))
+    return stmt.on_conflict_do_update(
+        index_elements=["site_id", "metric", "hour_ms"], set_={"marked_ms": stmt.excluded.marked_ms}
+    )
+
+
 def _insert_errors(dialect: str) -> Any:
     return _insert_for(dialect)(JsError).on_conflict_do_nothing(
         index_elements=["site_id", "pageview_id", "seq"]
@@ -90,6 +100,7 @@ class GroupCommitWriter:
         dialect = db.write_engine.dialect.name
         self._upsert = upsert_measurements(dialect)
         self._insert_errors = _insert_errors(dialect)
+        self._mark_dirty = _mark_dirty(dialect)
         self.last_error: str | None = None
 
     @property
@@ -214,5 +225,19 @@ class GroupCommitWriter:
     ) -> None:
         if measurements:
             await conn.execute(self._upsert, measurements)
+            # Rows for an hour that has already closed change what its rollup must say: mark it,
+            # atomically with the rows, for the rollup job and for queries (app/field).
+            now = int(time.time() * 1000)
+            current_hour = now - now % _HOUR
+            late = {(m["site_id"], m["metric"], m["ts"] - m["ts"] % _HOUR) for m in measurements}
+            marks = [
+                {"site_id": s, "metric": k, "hour_ms": h, "marked_ms": now}
+                for s, k, h in late
+                if h < current_hour
+            ]
+            if marks:
+                await conn.execute(
+                    self._mark_dirty, sorted(marks, key=lambda r: (r["site_id"], r["metric"], r["hour_ms"]))
+                )
         if errors:
             await conn.execute(self._insert_errors, errors)

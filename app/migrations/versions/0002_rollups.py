@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001 (initial schema)
-Create Date: 2026-11-26 19:40:36.998777
+Create Date: 2026-11-26 19:50:04.854527
 """
 
 from __future__ import annotations
@@ -22,9 +22,20 @@ def upgrade() -> None:
     op.create_table(
         "rollup_state",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("watermark_ms", sa.BigInteger(), nullable=False),
         sa.Column("rolled_until_ms", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
+        "dirty_hour",
+        sa.Column("site_id", sa.Integer(), nullable=False),
+        sa.Column("metric", sa.String(length=8), nullable=False),
+        sa.Column("hour_ms", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("marked_ms", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["site_id"],
+            ["site.id"],
+        ),
+        sa.PrimaryKeyConstraint("site_id", "metric", "hour_ms"),
     )
     op.create_table(
         "rollup",
@@ -58,13 +69,9 @@ def upgrade() -> None:
             name="uq_rollup_segment",
         ),
     )
-    with op.batch_alter_table("measurement", schema=None) as batch_op:
-        batch_op.create_index("ix_measurement_received", ["received_ms"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("measurement", schema=None) as batch_op:
-        batch_op.drop_index("ix_measurement_received")
-
     op.drop_table("rollup")
+    op.drop_table("dirty_hour")
     op.drop_table("rollup_state")
