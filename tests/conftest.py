@@ -169,6 +169,7 @@ class LiveServer:
             FIELDLAB_RATE_LIMIT_PER_IP="100000",
             FIELDLAB_RATE_LIMIT_PER_SITE="100000",
             FIELDLAB_RATE_LIMIT_API_PER_IP="100000",
+            FIELDLAB_DEMO="1" if self.settings.demo else "0",
         )
         return env
 
