@@ -136,6 +136,45 @@ class Settings:
         metadata=_doc("Queries slower than this are logged with their plan and listed by the API."),
     )
 
+    # --- synthetic checks ---------------------------------------------------------------------
+    data_dir: str = field(
+        default="data",
+        metadata=_doc("Where run artifacts (screenshots, traces, Lighthouse reports) are kept."),
+    )
+    flows_dir: str = field(
+        default="checks",
+        metadata=_doc(
+            "Python flow files checks may name (`flow_file`); code is never uploaded through the API."
+        ),
+    )
+    allow_private_targets: bool = field(
+        default=False,
+        metadata=_doc(
+            "Let checks visit loopback/private/link-local addresses (off: only public http(s) targets)."
+        ),
+    )
+    scheduler: bool = field(default=True, metadata=_doc("Run checks on their schedules in this process."))
+    flow_concurrency: int = field(
+        default=2, metadata=_doc("Most flows running at once (Lighthouse: always one).")
+    )
+    step_timeout_s: float = field(
+        default=30.0, metadata=_doc("Longest a flow step may take before it is killed.")
+    )
+    run_timeout_s: float = field(default=120.0, metadata=_doc("Longest a whole flow run may take."))
+    lighthouse_timeout_s: float = field(
+        default=120.0,
+        metadata=_doc("Longest one Lighthouse run may take before its process group is killed."),
+    )
+    config_file: str = field(
+        default="",
+        metadata=_doc(
+            "YAML file of sites and checks applied at start (`serve --config`); monitoring as code."
+        ),
+    )
+    misfire_grace_s: int = field(
+        default=300, metadata=_doc("A scheduled run missed (server down or busy) still runs if this late.")
+    )
+
     # --- server ----------------------------------------------------------------------------
     host: str = field(default="127.0.0.1", metadata=_doc("Address `serve` binds to."))
     port: int = field(default=8000, metadata=_doc("Port `serve` listens on."))
@@ -168,7 +207,8 @@ class Settings:
         positive = ("beacon_max_bytes", "beacon_max_metrics", "beacon_max_string", "beacon_max_attribution_keys",
                     "rate_limit_per_ip", "rate_limit_per_site", "rate_limit_api_per_ip", "queue_max",
                     "batch_max_rows", "commit_timeout_s", "workers", "db_pool_size", "rollup_interval_s",
-                    "raw_retention_days", "rollup_retention_days", "prune_interval_s")  # fmt: skip
+                    "raw_retention_days", "rollup_retention_days", "prune_interval_s", "flow_concurrency",
+                    "step_timeout_s", "run_timeout_s", "lighthouse_timeout_s")  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if not value > 0:  # also catches NaN

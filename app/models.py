@@ -150,6 +150,47 @@ class DirtyHour(SQLModel, table=True):
     marked_ms: int = Field(sa_type=sa.BigInteger)
 
 
+class Check(SQLModel, table=True):
+    """A synthetic check: a Playwright flow (declarative steps, or a Python file from the flows
+    directory) or a Lighthouse audit of one URL, on a schedule."""
+
+    __tablename__ = "check"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+    kind: str = Field(max_length=16)  # "flow" or "lighthouse"
+    target: str = Field(max_length=2048)  # base URL (flow) or audited URL (lighthouse)
+    site_id: int | None = Field(default=None, foreign_key="site.id")
+    interval_s: int | None = None
+    cron: str | None = Field(default=None, max_length=100)
+    jitter_s: int = 0
+    device: str = Field(default="desktop", max_length=16)
+    throttling: str = Field(default="none", max_length=32)
+    steps: list[dict[str, Any]] | None = Field(default=None, sa_type=JsonType)
+    flow_file: str | None = Field(default=None, max_length=256)
+    runs: int = 3  # Lighthouse runs per audit
+    enabled: bool = True
+    created_ms: int = Field(sa_type=sa.BigInteger)
+
+
+class CheckRun(SQLModel, table=True):
+    """One execution of a check. ``result`` is the probe's own JSON; artifacts live on disk
+    under FIELDLAB_DATA_DIR/artifacts/<run id>/."""
+
+    __tablename__ = "check_run"
+    __table_args__ = (sa.Index("ix_check_run_check_started", "check_id", "started_ms"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    check_id: int = Field(foreign_key="check.id")
+    status: str = Field(max_length=16)  # running, passed, failed, flaky, skipped, error
+    trigger: str = Field(max_length=16)  # schedule, manual
+    started_ms: int = Field(sa_type=sa.BigInteger)
+    finished_ms: int | None = Field(default=None, sa_type=sa.BigInteger)
+    duration_ms: float | None = None
+    error: str | None = Field(default=None, max_length=2048)
+    result: dict[str, Any] | None = Field(default=None, sa_type=JsonType)
+
+
 def table(model: type[SQLModel]) -> sa.Table:
     """The Core table of a model, typed (Core statements are used on hot and bulk paths)."""
     t: sa.Table = model.__table__  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from time import time
 from typing import Any
 
@@ -21,7 +22,8 @@ from litestar.types import Send
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.api import admin, beacon, field, health, sites, snippet
+from app import configfile
+from app.api import admin, beacon, checks, field, health, sites, snippet
 from app.api.deps import Services, client_ip
 from app.api.openapi import add_beacon_schemas, openapi_config
 from app.config import Settings
@@ -33,6 +35,8 @@ from app.ingest.decode import Limits
 from app.ingest.writer import GroupCommitWriter
 from app.jobs import Periodic
 from app.observability import Metrics
+from app.runner import LocalProbeRunner
+from app.scheduler import CheckScheduler
 from app.sites import SiteCache, list_sites
 from app.slowlog import SlowQueryLog
 
@@ -176,18 +180,28 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cache=cache,
         slow_queries=slow_queries,
         jobs=_jobs(settings, db, cache),
+        scheduler=CheckScheduler(db=db, runner=LocalProbeRunner(settings), settings=settings),
     )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         svc.snippet = snippet.StaticAsset.load(settings.static_path() / "fieldlab.js")
         add_beacon_schemas(app)
+        if settings.config_file:
+            applied = await configfile.apply(
+                db=db, path=Path(settings.config_file), flows_dir=Path(settings.flows_dir)
+            )
+            log.info("applied %s: %s", settings.config_file, applied)
         svc.writer.start()
         for job in svc.jobs.values():
             job.start()
+        if settings.scheduler:
+            await svc.scheduler.start()
         try:
             yield
         finally:
+            if settings.scheduler:
+                await svc.scheduler.stop()
             for job in svc.jobs.values():
                 await job.stop()
             # Runs on SIGTERM after the server stopped taking requests: commit what is queued.
@@ -216,6 +230,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             field.batch,
             admin.slow_queries,
             admin.run_job,
+            checks.create_check,
+            checks.list_checks,
+            checks.get_check,
+            checks.update_check,
+            checks.delete_check,
+            checks.run_check,
+            checks.list_runs,
+            checks.get_run,
+            checks.get_artifact,
         ],
         middleware=[_limiter(settings.rate_limit_api_per_ip, _api_per_ip, "rate_limit")],
     )

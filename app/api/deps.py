@@ -18,6 +18,7 @@ from app.ingest.decode import Limits
 from app.ingest.writer import GroupCommitWriter
 from app.jobs import Periodic
 from app.observability import Metrics
+from app.scheduler import CheckScheduler
 from app.sites import Principal, SiteCache, authenticate
 from app.slowlog import SlowQueryLog
 
@@ -35,6 +36,7 @@ class Services:
     cache: QueryCache
     slow_queries: SlowQueryLog
     jobs: dict[str, Periodic]
+    scheduler: CheckScheduler
     snippet: Any = None  # app.api.snippet.StaticAsset, loaded at startup
 
 
