@@ -40,8 +40,8 @@ def validate(values: dict[str, Any], *, flows_dir: Path) -> dict[str, Any]:
     interval, cron = values.get("interval_s"), values.get("cron")
     if interval is not None and cron:
         raise InvalidInput("schedule: give interval_s or cron, not both")
-    if interval is not None and not 60 <= int(interval) <= 7 * 86400:
-        raise InvalidInput("interval_s: must be between 60 and 604800 seconds")
+    if interval is not None and not 1 <= int(interval) <= 7 * 86400:
+        raise InvalidInput("interval_s: must be between 1 and 604800 seconds")
     if cron:
         try:
             CronTrigger.from_crontab(cron)

@@ -154,7 +154,7 @@ class Check(SQLModel, table=True):
     """A synthetic check: a Playwright flow (declarative steps, or a Python file from the flows
     directory) or a Lighthouse audit of one URL, on a schedule."""
 
-    __tablename__ = "check"
+    __tablename__ = "synthetic_check"  # "check" is reserved in SQL
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
@@ -181,7 +181,7 @@ class CheckRun(SQLModel, table=True):
     __table_args__ = (sa.Index("ix_check_run_check_started", "check_id", "started_ms"),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
-    check_id: int = Field(foreign_key="check.id")
+    check_id: int = Field(foreign_key="synthetic_check.id")
     status: str = Field(max_length=16)  # running, passed, failed, flaky, skipped, error
     trigger: str = Field(max_length=16)  # schedule, manual
     started_ms: int = Field(sa_type=sa.BigInteger)

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002 (rollups)
-Create Date: 2026-11-26 20:04:59.942683
+Create Date: 2026-11-26 20:20:29.484357
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
-        "check",
+        "synthetic_check",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
@@ -69,7 +69,7 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(
             ["check_id"],
-            ["check.id"],
+            ["synthetic_check.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -82,4 +82,4 @@ def downgrade() -> None:
         batch_op.drop_index("ix_check_run_check_started")
 
     op.drop_table("check_run")
-    op.drop_table("check")
+    op.drop_table("synthetic_check")
