@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -33,6 +34,8 @@ tokens_app = typer.Typer(help="API tokens (stored hashed; shown once).", no_args
 app.add_typer(db_app, name="db")
 app.add_typer(sites_app, name="sites")
 app.add_typer(tokens_app, name="tokens")
+check_app = typer.Typer(help="Synthetic checks: run a flow once, from here.", no_args_is_help=True)
+app.add_typer(check_app, name="check")
 demo_app = typer.Typer(help="The demo shop that `make run` serves at /demo/.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
 
@@ -76,12 +79,26 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Server processes [env FIELDLAB_WORKERS]. SQLite: keep 1.")
     ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="YAML file of sites and checks to create or update at start [env FIELDLAB_CONFIG_FILE]."
+        ),
+    ] = None,
 ) -> None:
     """Run the fieldlab server (uvicorn). Settings come from FIELDLAB_* variables; see `fieldlab settings`."""
     import uvicorn
 
-    settings = _settings(host=host, port=port, workers=workers)
+    settings = _settings(host=host, port=port, workers=workers, config_file=config)
     configure_logging(settings.log_level)
+    if settings.config_file:
+        from app.configfile import ConfigError, load
+
+        try:
+            load(Path(settings.config_file))  # fail here, with the reason, not in a worker
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
+        os.environ["FIELDLAB_CONFIG_FILE"] = settings.config_file
     if settings.is_sqlite and settings.auto_migrate:
         upgrade_database(settings.database_url)
     # Workers build their own Settings from the environment: pass the CLI flags on that way.
@@ -223,6 +240,34 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `t
     if not _with_db(_settings(), lambda db: site_data.revoke_token(db=db, token_id=token_id)):
         raise _fail(f"no token with id {token_id}")
     err.print(f"token {token_id} revoked")
+
+
+@check_app.command("run")
+def check_run(
+    flow_file: Annotated[Path, typer.Argument(help="A Python file defining `async def flow(page, step)`.")],
+    url: Annotated[str, typer.Option("--url", help="Base URL the flow's relative paths go to.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    device: Annotated[str, typer.Option(help="mobile or desktop.")] = "desktop",
+    throttling: Annotated[str, typer.Option(help="none, mobile-slow-4g or desktop-dense-4g.")] = "none",
+    allow_private: Annotated[
+        bool,
+        typer.Option("--allow-private", help="Allow loopback/private targets (e.g. a local dev server)."),
+    ] = False,
+    artifacts: Annotated[
+        Path | None, typer.Option(help="Where screenshots and traces go (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Run a flow once against --url and print its steps, lab vitals, resources and artifacts.
+    Exit 0 passed, 1 failed (or flaky), 2 usage or infrastructure error."""
+    from app.checkcli import run_flow_once
+
+    settings = _settings()
+    code = run_flow_once(
+        flow_file=flow_file, url=url, as_json=as_json, device=device, throttling=throttling,
+        allow_private=allow_private or settings.allow_private_targets, artifacts=artifacts, settings=settings,
+        console=out, errors=err,
+    )  # fmt: skip
+    raise typer.Exit(code)
 
 
 @demo_app.command("seed")

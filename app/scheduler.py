@@ -25,6 +25,7 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import checks as check_data
 from app.config import Settings
@@ -61,7 +62,16 @@ class CheckScheduler:
 
     async def start(self) -> None:
         self._scheduler.start()
-        await self.sync()
+        # Also re-read the checks every minute: it heals a start while the database was down and
+        # picks up checks that another worker or the config file changed.
+        self._scheduler.add_job(self._resync, IntervalTrigger(seconds=60), id="resync", coalesce=True)
+        await self._resync()
+
+    async def _resync(self) -> None:
+        try:
+            await self.sync()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("scheduler could not read the checks (will retry): %s", exc)
 
     async def stop(self) -> None:
         self._scheduler.shutdown(wait=False)
@@ -74,6 +84,8 @@ class CheckScheduler:
         """Make the jobs match the checks in the database (after start, create, update, delete)."""
         wanted = {c.id: c for c in await check_data.list_checks(db=self.db) if c.id is not None}
         for job in self._scheduler.get_jobs():
+            if not job.id.startswith("check-"):
+                continue
             check_id = int(job.id.removeprefix("check-"))
             if check_id not in wanted or not self._schedulable(wanted[check_id]):
                 job.remove()
@@ -132,6 +144,8 @@ class CheckScheduler:
             self.lag_s = max(0.0, time.time() - event.scheduled_run_times[-1].timestamp())
 
     def _on_max_instances(self, event: JobExecutionEvent) -> None:
+        if not event.job_id.startswith("check-"):
+            return
         check_id = int(event.job_id.removeprefix("check-"))
         self._spawn(self._record_skipped(check_id, "schedule"))
 

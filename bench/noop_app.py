@@ -48,6 +48,7 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
         server_header=False,
+        log_config=None,
     )
 
 

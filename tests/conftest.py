@@ -43,7 +43,17 @@ MOBILE_UA = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/130.0.0.0 Mobile Safari/537.36"
 )
-TABLES = ("measurement", "js_error", "rollup", "rollup_state", "dirty_hour", "check_run", "synthetic_check", "api_token", "site")
+TABLES = (
+    "measurement",
+    "js_error",
+    "rollup",
+    "rollup_state",
+    "dirty_hour",
+    "check_run",
+    "synthetic_check",
+    "api_token",
+    "site",
+)
 
 
 def _dsn(url: str) -> str:
