@@ -92,9 +92,10 @@ async def test_devices_user_agents_and_unload_beacons(pool: BrowserPool, site: S
             assert touch is device.has_touch
             assert width > 0
             await page.goto("/next")  # the first page unloads and sends its beacon
-    deadline = time.monotonic() + 5
-    while len(agents) < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+            # Wait inside the context: closing it can drop a beacon still in flight.
+            deadline = time.monotonic() + 10
+            while len(agents) <= list(DEVICES).index(name) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
     assert len(agents) == 2
     assert all(a and "Headless" not in a for a in agents), agents
 
