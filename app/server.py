@@ -3,29 +3,29 @@ and the lifespan starts and stops what needs the event loop (the writer)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from time import time
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response, Router
 from litestar.config.compression import CompressionConfig
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
-from litestar.types import Send
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app import configfile
-from app.api import admin, beacon, checks, field, health, sites, snippet
-from app.api.deps import Services, client_ip
+from app import configfile, ratelimit, ui
+from app.api import admin, beacon, budgets, checks, field, health, sites, snippet
+from app.api.deps import Services
 from app.api.openapi import add_beacon_schemas, openapi_config
+from app.budgets.notify import WebhookNotifier
+from app.budgets.service import BudgetService
 from app.config import Settings
 from app.db import Database, now_ms
 from app.field.cache import QueryCache
@@ -34,48 +34,14 @@ from app.field.rollups import run_rollups
 from app.ingest.decode import Limits
 from app.ingest.writer import GroupCommitWriter
 from app.jobs import Periodic
+from app.leader import Leadership
 from app.observability import Metrics
-from app.runner import LocalProbeRunner
+from app.runner import LocalProbeRunner, target_policy
 from app.scheduler import CheckScheduler
 from app.sites import SiteCache, list_sites
 from app.slowlog import SlowQueryLog
 
 log = logging.getLogger("fieldlab")
-
-
-class _RateLimit(RateLimitMiddleware):
-    """Litestar's limiter, with ``Retry-After`` on the 429 and no rate headers on 2xx answers
-    (they would only tell a scraper how hard it may push)."""
-
-    def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
-        headers = super().create_response_headers(cache_object)
-        headers["Retry-After"] = str(max(1, cache_object.reset - int(time())))
-        return headers
-
-    def create_send_wrapper(self, send: Send, cache_object: CacheObject) -> Send:
-        return send
-
-
-# The limiters share one store and key on the identifier alone, so each names its own space.
-def _beacon_per_ip(request: Request[Any, Any, Any]) -> str:
-    return f"beacon-ip:{client_ip(request)}"
-
-
-def _api_per_ip(request: Request[Any, Any, Any]) -> str:
-    return f"api-ip:{client_ip(request)}"
-
-
-def _per_site(request: Request[Any, Any, Any]) -> str:
-    return f"site:{request.query_params.get('site', '')}"
-
-
-def _limiter(per_second: int, identifier: Any, store: str) -> Any:
-    return RateLimitConfig(
-        rate_limit=("second", per_second),
-        identifier_for_request=identifier,
-        middleware_class=_RateLimit,
-        store=store,
-    ).middleware
 
 
 def _error_json(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -116,10 +82,10 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
 def _stores(settings: Settings) -> dict[str, Store]:
     if settings.redis_url:
         return {
-            "rate_limit": RedisStore.with_client(url=settings.redis_url, namespace="fieldlab_rl"),
             "query_cache": RedisStore.with_client(url=settings.redis_url, namespace="fieldlab_qc"),
+            "ui_sessions": RedisStore.with_client(url=settings.redis_url, namespace="fieldlab_ui"),
         }
-    return {"rate_limit": MemoryStore(), "query_cache": MemoryStore()}
+    return {"query_cache": MemoryStore(), "ui_sessions": MemoryStore()}
 
 
 def _jobs(settings: Settings, db: Database, cache: QueryCache) -> dict[str, Periodic]:
@@ -182,6 +148,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         jobs=_jobs(settings, db, cache),
         scheduler=CheckScheduler(db=db, runner=LocalProbeRunner(settings), settings=settings),
     )
+    budget_service = BudgetService(db=db, settings=settings, notifier=WebhookNotifier(
+        db=db, timeout_s=settings.webhook_timeout_s, retries=settings.webhook_retries,
+        backoff_s=settings.webhook_backoff_s,
+    ))  # fmt: skip
+    svc.jobs["budgets"] = Periodic("budgets", settings.budget_eval_interval_s, budget_service.evaluate_field,
+                                   first_delay_s=60.0)  # fmt: skip
+    svc.scheduler.on_run = budget_service.on_run
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -189,31 +162,55 @@ def create_app(settings: Settings | None = None) -> Litestar:
         add_beacon_schemas(app)
         if settings.config_file:
             applied = await configfile.apply(
-                db=db, path=Path(settings.config_file), flows_dir=Path(settings.flows_dir)
+                db=db,
+                path=Path(settings.config_file),
+                flows_dir=Path(settings.flows_dir),
+                policy=target_policy(settings),
             )
             log.info("applied %s: %s", settings.config_file, applied)
         svc.writer.start()
-        for job in svc.jobs.values():
-            job.start()
-        if settings.scheduler:
-            await svc.scheduler.start()
-        try:
-            yield
-        finally:
+
+        async def elected() -> None:
+            for job in svc.jobs.values():
+                job.start()
+            if settings.scheduler:
+                await svc.scheduler.start()
+
+        async def deposed() -> None:
             if settings.scheduler:
                 await svc.scheduler.stop()
             for job in svc.jobs.values():
                 await job.stop()
+
+        # Every worker serves; one of them (see app/leader.py) runs rollups, retention and checks.
+        leadership = Leadership(db, on_elected=elected, on_deposed=deposed)
+        await leadership.start()
+        try:
+            yield
+        finally:
+            await leadership.stop()
             # Runs on SIGTERM after the server stopped taking requests: commit what is queued.
             await svc.writer.stop()
+            await budget_service.close()
             await db.dispose()
 
+    # The limiters share one storage (memory, or Redis shared by every worker) and each keeps
+    # its own key space.
+    limits_storage = ratelimit.SharedLimiter(settings.redis_url)
+    per_ip = ratelimit.per_ip(settings.trusted_proxies)
     ingest = Router(
         path="/",
         route_handlers=[beacon.beacon_preflight, beacon.beacon],
         middleware=[
-            _limiter(settings.rate_limit_per_ip, _beacon_per_ip, "rate_limit"),
-            _limiter(settings.rate_limit_per_site, _per_site, "rate_limit"),
+            ratelimit.limiter(
+                limits_storage, per_second=settings.rate_limit_per_ip, space="beacon-ip", identify=per_ip
+            ),
+            ratelimit.limiter(
+                limits_storage,
+                per_second=settings.rate_limit_per_site,
+                space="site",
+                identify=ratelimit.per_site_key,
+            ),
         ],
     )
     api = Router(
@@ -239,10 +236,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
             checks.list_runs,
             checks.get_run,
             checks.get_artifact,
+            budgets.add_marker,
+            budgets.list_markers,
+            budgets.field_regressions,
+            budgets.lab_regressions,
+            budgets.record_evaluation,
+            budgets.status_history,
+            budgets.alert_states,
+            budgets.create_webhook,
+            budgets.list_webhooks,
+            budgets.delete_webhook,
+            budgets.list_deliveries,
         ],
-        middleware=[_limiter(settings.rate_limit_api_per_ip, _api_per_ip, "rate_limit")],
+        middleware=[
+            ratelimit.limiter(
+                limits_storage, per_second=settings.rate_limit_api_per_ip, space="api-ip", identify=per_ip
+            )
+        ],
     )
     handlers: list[Any] = [ingest, api, health.healthz, health.readyz, health.metrics, snippet.snippet]
+    handlers += ui.handlers(settings)
     if settings.demo:
         from app.demo import demo_page
 
@@ -253,12 +266,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=openapi_config(_app_version()),
         request_max_body_size=settings.beacon_max_bytes,
         stores=stores,
+        template_config=ui.template_config(),
         # Precompressed assets (the snippet) and empty beacon answers are left alone.
         compression_config=CompressionConfig(
             backend="brotli",
             brotli_gzip_fallback=True,
             minimum_size=512,
-            exclude=["/fieldlab.js", "/api/v1/beacon"],
+            exclude=["/fieldlab.js", "/api/v1/beacon", "/static/ui/"],
         ),
         exception_handlers={
             ValidationException: _validation,
@@ -272,6 +286,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,  # app.logs configures logging once, for uvicorn and us alike
     )
     app.state.services = svc
+    app.state.budgets = budget_service
     return app
 
 
@@ -281,4 +296,17 @@ def app_from_env() -> Litestar:
 
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc()
+    return app
+
+
+def tune_gc() -> None:
+    """For a serving process, once the app is built. What start-up built (SQLAlchemy, Litestar,
+    the app) lives as long as the process: keep it out of every collection, which would
+    otherwise walk all of it while requests wait. A beacon allocates enough containers to start
+    a young collection every few requests at the default threshold of 700; 50,000 keeps them
+    rare and short."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
