@@ -9,10 +9,11 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app import sites as site_data
@@ -38,6 +39,8 @@ check_app = typer.Typer(help="Synthetic checks: run a flow once, from here.", no
 app.add_typer(check_app, name="check")
 demo_app = typer.Typer(help="The demo shop that `make run` serves at /demo/.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
+marker_app = typer.Typer(help="Deploy markers: where regression comparisons start.", no_args_is_help=True)
+app.add_typer(marker_app, name="marker")
 
 out = Console()
 err = Console(stderr=True)
@@ -66,7 +69,8 @@ def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    # One line whatever the terminal width (rich wraps at 80 columns when piped): CI greps it.
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     return typer.Exit(2)
 
 
@@ -92,10 +96,11 @@ def serve(
     settings = _settings(host=host, port=port, workers=workers, config_file=config)
     configure_logging(settings.log_level)
     if settings.config_file:
-        from app.configfile import ConfigError, load
+        from app.configfile import ConfigError, validate
 
         try:
-            load(Path(settings.config_file))  # fail here, with the reason, not in a worker
+            # Fail here, with the reason, not in a worker.
+            validate(Path(settings.config_file), flows_dir=Path(settings.flows_dir))
         except ConfigError as exc:
             raise _fail(str(exc)) from None
         os.environ["FIELDLAB_CONFIG_FILE"] = settings.config_file
@@ -244,42 +249,188 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `t
 
 @check_app.command("run")
 def check_run(
-    flow_file: Annotated[Path, typer.Argument(help="A Python file defining `async def flow(page, step)`.")],
+    flow_file: Annotated[
+        Path, typer.Argument(help="A Python file defining `async def flow(page, step)`, or .yml/.json steps.")
+    ],
     url: Annotated[str, typer.Option("--url", help="Base URL the flow's relative paths go to.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
-    device: Annotated[str, typer.Option(help="mobile or desktop.")] = "desktop",
-    throttling: Annotated[str, typer.Option(help="none, mobile-slow-4g or desktop-dense-4g.")] = "none",
+    device: Annotated[Literal["mobile", "desktop"], typer.Option(help="Device preset.")] = "desktop",
+    throttling: Annotated[
+        Literal["none", "mobile-slow-4g", "desktop-dense-4g"], typer.Option(help="Network and CPU profile.")
+    ] = "none",
     allow_private: Annotated[
         bool,
         typer.Option("--allow-private", help="Allow loopback/private targets (e.g. a local dev server)."),
     ] = False,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Allow this private HOST:PORT (or HOST) only, e.g. 127.0.0.1:3000. Repeatable.",
+        ),
+    ] = None,
+    retries: Annotated[
+        int, typer.Option(min=0, max=5, help="Retries of a failed run (passing on one: flaky).")
+    ] = 1,
     artifacts: Annotated[
         Path | None, typer.Option(help="Where screenshots and traces go (default: a temp dir).")
     ] = None,
 ) -> None:
     """Run a flow once against --url and print its steps, lab vitals, resources and artifacts.
-    Exit 0 passed, 1 failed (or flaky), 2 usage or infrastructure error."""
+    Exit 0 passed (or flaky, with a warning), 1 failed, 2 usage or infrastructure error."""
     from app.checkcli import run_flow_once
 
     settings = _settings()
     code = run_flow_once(
         flow_file=flow_file, url=url, as_json=as_json, device=device, throttling=throttling,
-        allow_private=allow_private or settings.allow_private_targets, artifacts=artifacts, settings=settings,
-        console=out, errors=err,
+        allow_private=allow_private or settings.allow_private_targets,
+        allow_hosts=(*settings.target_hosts(), *(h.strip().lower() for h in allow_host or [])),
+        retries=retries, artifacts=artifacts, settings=settings, console=out, errors=err,
     )  # fmt: skip
     raise typer.Exit(code)
 
 
+_SERVER = typer.Option(help="A fieldlab server URL: use its API instead of FIELDLAB_DATABASE_URL.")
+_TOKEN = typer.Option(help="API token for --server (admin, or limited to the site).")
+_SITE = typer.Option(help="Site id or name (may be left out when there is one site).")
+
+
+@marker_app.command("add")
+def marker_add(
+    commit: Annotated[str, typer.Option(help="The deployed commit SHA.")],
+    branch: Annotated[str, typer.Option(help="The deployed branch.")],
+    site: Annotated[str | None, _SITE] = None,
+    message: Annotated[str, typer.Option(help="A note shown with the marker.")] = "",
+    time: Annotated[str | None, typer.Option(help="When it was deployed (ISO 8601); default now.")] = None,
+    server: Annotated[str | None, _SERVER] = None,
+    token: Annotated[str, _TOKEN] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Record a deploy of a site (e.g. from CI after it ships)."""
+    from app.budgets import markercli
+
+    settings = Settings() if server else _settings()
+    try:
+        row = markercli.add(commit=commit, branch=branch, site=site, message=message, time=time, server=server,
+                            token=token, settings=settings)  # fmt: skip
+    except markercli.MarkerError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps(row))
+    else:
+        err.print(f"marker {row['id']}: {row['commit'][:12]} on {row['branch']} at {row['time']}")
+
+
+@marker_app.command("list")
+def marker_list(
+    site: Annotated[str | None, _SITE] = None,
+    limit: Annotated[int, typer.Option(help="Most markers shown, newest first.")] = 20,
+    server: Annotated[str | None, _SERVER] = None,
+    token: Annotated[str, _TOKEN] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List a site's deploy markers, newest first."""
+    from app.budgets import markercli
+
+    settings = Settings() if server else _settings()
+    try:
+        rows = markercli.list_(site=site, limit=limit, server=server, token=token, settings=settings)
+    except markercli.MarkerError as exc:
+        raise _fail(str(exc)) from None
+    markercli.show(rows, as_json=as_json, console=out)
+
+
+@app.command()
+def gate(
+    budgets: Annotated[
+        Path,
+        typer.Option(help="fieldlab budget YAML, an LHCI config (lighthouserc.json/.yml) or a budget.json."),
+    ],
+    lhr: Annotated[
+        Path | None,
+        typer.Option(help="Judge existing Lighthouse reports (a folder of lhr-*.json or one file)."),
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Run Lighthouse (and --flow) against this URL.")] = None,
+    runs: Annotated[int, typer.Option(help="Lighthouse audits / flow runs per URL (aggregated).")] = 3,
+    flow: Annotated[
+        list[Path] | None, typer.Option("--flow", help="A flow file to run against --url. Repeatable.")
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Lighthouse preset: mobile or desktop.")] = "mobile",
+    junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here.")] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(help="Write Markdown here (appends to $GITHUB_STEP_SUMMARY).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the verdicts as JSON here.")] = None,
+    baseline_lhr: Annotated[
+        Path | None, typer.Option(help="Reports of a baseline build: adds a delta column.")
+    ] = None,
+    allow_private: Annotated[
+        bool, typer.Option("--allow-private", help="Allow loopback/private targets (a local server).")
+    ] = False,
+    baseline: Annotated[
+        str | None, typer.Option(help="fieldlab server URL: compare with builds uploaded for --branch.")
+    ] = None,
+    upload: Annotated[
+        str | None, typer.Option(help="fieldlab server URL: store this build's verdicts (and a marker).")
+    ] = None,
+    branch: Annotated[str | None, typer.Option(help="Branch for --baseline/--upload.")] = None,
+    commit: Annotated[str | None, typer.Option(help="Commit SHA for --upload's deploy marker.")] = None,
+    token: Annotated[str, typer.Option(help="Admin token of the --baseline/--upload server.")] = "",
+    site: Annotated[int | None, typer.Option(help="Site id that --upload adds the deploy marker to.")] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep --url's Lighthouse reports and flow artifacts here (default: temp)."),
+    ] = None,
+) -> None:
+    """Judge Lighthouse reports and flow runs against budgets, for CI.
+    Exit 0 all pass (warnings allowed), 1 a budget fails, 2 usage or infrastructure error."""
+    from app.budgets.gate import GateOptions, run_gate
+
+    opts = GateOptions(
+        budgets=budgets, lhr=lhr, url=url, runs=runs, flows=flow or [], preset=preset, junit=junit,
+        markdown=markdown, json_out=json_out, baseline_lhr=baseline_lhr, allow_private=allow_private,
+        baseline_server=baseline, upload_server=upload, branch=branch, commit=commit, token=token, site=site,
+        output_dir=output_dir,
+    )  # fmt: skip
+    raise typer.Exit(run_gate(opts, _settings(), out, err))
+
+
 @demo_app.command("seed")
-def demo_seed() -> None:
-    """Create the `demo` site (once) with the origins `serve` will use, and print its key."""
-    from app.demo import seed_demo_site
+def demo_seed(
+    checks: Annotated[
+        bool, typer.Option("--checks/--no-checks", help="Also schedule the demo flow and Lighthouse audit.")
+    ] = True,
+) -> None:
+    """Create the `demo` site (once) with the origins `serve` will use, print its key, and
+    schedule a demo flow and a Lighthouse audit of it (idempotent)."""
+    from app.demo import seed_demo_checks, seed_demo_site
+    from app.runner import target_policy
 
     settings = _settings()
-    site_id, key = _with_db(
-        settings, lambda db: seed_demo_site(db=db, host=settings.host, port=settings.port)
-    )
+
+    async def seed(db: Database) -> tuple[int, str, list[str]]:
+        site_id, key = await seed_demo_site(db=db, host=settings.host, port=settings.port)
+        names: list[str] = []
+        if checks:
+            try:
+                made = await seed_demo_checks(
+                    db=db, host=settings.host, port=settings.port, site_id=site_id,
+                    flows_dir=Path(settings.flows_dir), policy=target_policy(settings),
+                )  # fmt: skip
+            except site_data.InvalidInput as exc:
+                err.print(
+                    f"[yellow]demo checks not scheduled:[/] {exc}; they visit this server on loopback, "
+                    "so set FIELDLAB_ALLOW_PRIVATE_TARGETS=1 (`make run` does)",
+                    highlight=False,
+                )
+            else:
+                names = [f"{c.name} (every {c.interval_s} s)" for c in made]
+        return site_id, key, names
+
+    site_id, key, names = _with_db(settings, seed)
     err.print(f"demo site id={site_id} key={key}: http://{settings.host}:{settings.port}/demo/")
+    for name in names:
+        err.print(f"demo check {name}")
 
 
 def main() -> None:

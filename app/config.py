@@ -9,6 +9,7 @@ step. Nothing here reads the environment at import: ``Settings.from_env()`` is c
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -106,7 +107,10 @@ class Settings:
     batch_max_rows: int = field(default=500, metadata=_doc("Most beacons written in one transaction."))
     batch_max_wait_ms: float = field(
         default=5.0,
-        metadata=_doc("How long the writer waits to fill a batch after the first beacon arrives (ms)."),
+        metadata=_doc(
+            "How long the writer waits for company when a beacon arrives alone (ms); beacons that "
+            "gathered during the previous commit are written at once."
+        ),
     )
     commit_timeout_s: float = field(
         default=10.0,
@@ -136,6 +140,25 @@ class Settings:
         metadata=_doc("Queries slower than this are logged with their plan and listed by the API."),
     )
 
+    # --- searchable logs -----------------------------------------------------------------------
+    search_index_interval_s: float = field(
+        default=3.0,
+        metadata=_doc("How often new JS errors and finished check runs are indexed for log search (s)."),
+    )
+    search_page_max: int = field(
+        default=200, metadata=_doc("Most log events or groups one search request may ask for (`limit`).")
+    )
+    search_max_offset: int = field(
+        default=2000,
+        metadata=_doc("Deepest `offset` into search groups (events page with `cursor`, which has no limit)."),
+    )
+    log_capture_queue_max: int = field(
+        default=5000,
+        metadata=_doc(
+            "fieldlab's own WARNING+ records waiting to be stored for search; beyond it the oldest drop."
+        ),
+    )
+
     # --- synthetic checks ---------------------------------------------------------------------
     data_dir: str = field(
         default="data",
@@ -151,6 +174,13 @@ class Settings:
         default=False,
         metadata=_doc(
             "Let checks visit loopback/private/link-local addresses (off: only public http(s) targets)."
+        ),
+    )
+    allow_target_hosts: str = field(
+        default="",
+        metadata=_doc(
+            "Comma-separated `host:port` (or `host`) entries checks may visit even when private, "
+            "e.g. `staging.internal:8080`; narrower than FIELDLAB_ALLOW_PRIVATE_TARGETS."
         ),
     )
     scheduler: bool = field(default=True, metadata=_doc("Run checks on their schedules in this process."))
@@ -173,6 +203,50 @@ class Settings:
     )
     misfire_grace_s: int = field(
         default=300, metadata=_doc("A scheduled run missed (server down or busy) still runs if this late.")
+    )
+
+    # --- budgets, alerts, regressions --------------------------------------------------------
+    budgets_file: str = field(
+        default="",
+        metadata=_doc(
+            "Budget file the server judges field data and every check run by (fieldlab YAML, "
+            "lighthouserc or budget.json; re-read when it changes). Empty: no server-side evaluation."
+        ),
+    )
+    budget_eval_interval_s: float = field(
+        default=300.0,
+        metadata=_doc("How often field budgets are evaluated (every check run is evaluated as it ends)."),
+    )
+    alert_k: int = field(
+        default=3, metadata=_doc("An alert fires once K of the last N evaluations of a budget breach a band.")
+    )
+    alert_n: int = field(
+        default=5, metadata=_doc("N of the K-of-N alert rule: how many evaluations are remembered.")
+    )
+    alert_renotify_s: float = field(
+        default=0.0,
+        metadata=_doc("Repeat a failing alert this often while it lasts (s); 0: notify only on changes."),
+    )
+    webhook_timeout_s: float = field(default=10.0, metadata=_doc("Longest one webhook request may take (s)."))
+    webhook_retries: int = field(
+        default=3, metadata=_doc("Retries after a failed webhook delivery (5xx, 408, 429, no connection).")
+    )
+    webhook_backoff_s: float = field(
+        default=2.0, metadata=_doc("Delay before the first webhook retry (s); it doubles for each next one.")
+    )
+    regress_alpha: float = field(
+        default=0.05,
+        metadata=_doc("Significance level of regression tests (Mann-Whitney U, bootstrap interval)."),
+    )
+    regress_min_effect_pct: float = field(
+        default=5.0, metadata=_doc("Smallest change reported as a regression, in % of the baseline value.")
+    )
+    regress_min_lab_runs: int = field(
+        default=5, metadata=_doc("Fewest lab runs on each side of a comparison (fewer: insufficient-data).")
+    )
+    regress_min_field_samples: int = field(
+        default=100,
+        metadata=_doc("Fewest field values on each side of a p75 comparison (fewer: insufficient-data)."),
     )
 
     # --- server ----------------------------------------------------------------------------
@@ -202,13 +276,48 @@ class Settings:
         metadata=_doc("Comma-separated proxy IPs whose `X-Forwarded-For` is believed (for per-IP limits)."),
     )
 
+    # --- self-alerts (fieldlab watching itself; see "Operating fieldlab" in the README) ----------
+    self_alert_interval_s: float = field(
+        default=30.0, metadata=_doc("How often the self-alert rules are evaluated (seconds).")
+    )
+    self_alert_reject_rate: float = field(
+        default=0.05,
+        metadata=_doc(
+            "Self-alert when more than this share (0-1) of the beacons since the last evaluation was refused."
+        ),
+    )
+    self_alert_writer_lag_s: float = field(
+        default=10.0,
+        metadata=_doc("Self-alert when the oldest beacon waiting for the writer is older (seconds)."),
+    )
+    self_alert_scheduler_lag_s: float = field(
+        default=120.0, metadata=_doc("Self-alert when a scheduled check run started this late (seconds).")
+    )
+    self_alert_min_free_mb: float = field(
+        default=1024.0,
+        metadata=_doc("Self-alert when the disk holding FIELDLAB_DATA_DIR has less free (MiB)."),
+    )
+
+    # --- dashboard ---------------------------------------------------------------------------
+    ui_secret: str = field(
+        default="",
+        metadata=_doc(
+            "Secret that signs the dashboard's CSRF tokens. Empty: random per process "
+            "(set it, and FIELDLAB_REDIS_URL for sessions, when running more than one worker)."
+        ),
+    )
+    ui_session_max_age_s: int = field(
+        default=43200, metadata=_doc("How long a dashboard sign-in lasts (seconds).")
+    )
+
     def __post_init__(self) -> None:
         # Bounds that, broken, would silently disable a protection (a queue of 0 is unbounded).
         positive = ("beacon_max_bytes", "beacon_max_metrics", "beacon_max_string", "beacon_max_attribution_keys",
                     "rate_limit_per_ip", "rate_limit_per_site", "rate_limit_api_per_ip", "queue_max",
                     "batch_max_rows", "commit_timeout_s", "workers", "db_pool_size", "rollup_interval_s",
                     "raw_retention_days", "rollup_retention_days", "prune_interval_s", "flow_concurrency",
-                    "step_timeout_s", "run_timeout_s", "lighthouse_timeout_s")  # fmt: skip
+                    "search_index_interval_s", "search_page_max", "search_max_offset", "log_capture_queue_max",
+                    "step_timeout_s", "run_timeout_s", "lighthouse_timeout_s", "ui_session_max_age_s")  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if not value > 0:  # also catches NaN
@@ -224,6 +333,39 @@ class Settings:
             )
         if not 0 < self.port < 65536:
             raise SettingsError(f"FIELDLAB_PORT={self.port} is not a TCP port")
+        for name in ("budget_eval_interval_s", "webhook_timeout_s", "regress_min_lab_runs",
+                     "regress_min_field_samples"):  # fmt: skip
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{env_name(name)}={getattr(self, name)!r} must be greater than 0")
+        if not self.self_alert_interval_s > 0:
+            raise SettingsError(
+                f"FIELDLAB_SELF_ALERT_INTERVAL_S={self.self_alert_interval_s!r} must be greater than 0"
+            )
+        if not 0 <= self.self_alert_reject_rate <= 1:
+            raise SettingsError(
+                f"FIELDLAB_SELF_ALERT_REJECT_RATE={self.self_alert_reject_rate!r} must be between 0 and 1"
+            )
+        for name in ("self_alert_writer_lag_s", "self_alert_scheduler_lag_s", "self_alert_min_free_mb"):
+            if not getattr(self, name) >= 0:
+                raise SettingsError(f"{env_name(name)}={getattr(self, name)!r} must not be negative")
+        for name in ("alert_renotify_s", "webhook_retries", "webhook_backoff_s", "regress_min_effect_pct"):
+            if not getattr(self, name) >= 0:
+                raise SettingsError(f"{env_name(name)}={getattr(self, name)!r} must not be negative")
+        if not 1 <= self.alert_k <= self.alert_n:
+            raise SettingsError(
+                f"FIELDLAB_ALERT_K={self.alert_k} must be between 1 and FIELDLAB_ALERT_N={self.alert_n}"
+            )
+        if not 0 < self.regress_alpha < 1:
+            raise SettingsError(f"FIELDLAB_REGRESS_ALPHA={self.regress_alpha} must be between 0 and 1")
+        if self.allow_target_hosts:
+            for entry in self.target_hosts():
+                # An allowed host skips the address checks, so it must never open the metadata service.
+                if _is_metadata_host(entry):
+                    raise SettingsError(f"FIELDLAB_ALLOW_TARGET_HOSTS: {entry} is a cloud metadata address")
+
+    def target_hosts(self) -> tuple[str, ...]:
+        """FIELDLAB_ALLOW_TARGET_HOSTS as entries (``host:port`` or ``host``)."""
+        return tuple(h.strip().lower() for h in self.allow_target_hosts.split(",") if h.strip())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -258,6 +400,20 @@ def documented_settings() -> list[tuple[str, str, str]]:
         (env_name(f.name), repr(f.default) if f.default != "" else '""', f.metadata["doc"])
         for f in dataclasses.fields(Settings)
     ]
+
+
+def _is_metadata_host(entry: str) -> bool:
+    from probes.safety import METADATA_ADDRESSES, METADATA_HOSTS
+
+    host = entry.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(host) in METADATA_ADDRESSES
+    except ValueError:
+        return host.rstrip(".") in METADATA_HOSTS
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:

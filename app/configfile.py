@@ -10,8 +10,9 @@ sites:
 checks:
   - name: checkout
     kind: flow
+    site: shop               # optional: the site this check belongs to
     target: https://staging.shop.example
-    every: 15m            # or interval_s: 900, or cron: "*/15 * * * *"
+    every: 15m               # or interval_s: 900, or cron: "*/15 * * * *"
     device: mobile
     flow_file: checkout.py   # in FIELDLAB_FLOWS_DIR; or steps: [...]
   - name: home-lighthouse
@@ -33,9 +34,18 @@ import yaml
 from app import checks as check_data
 from app import sites as site_data
 from app.db import Database
+from probes.safety import TargetPolicy
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+SITE_KEYS = {"name", "origins", "page_groups", "query_allowlist"}
+CHECK_KEYS = {*check_data.FIELDS, "every", "site"} - {"site_id"}
+# What a field left out of the file means: the file is the whole truth about a check it names,
+# so deleting a line resets that field rather than keeping what an earlier version set.
+CHECK_DEFAULTS: dict[str, Any] = {
+    "interval_s": None, "cron": None, "jitter_s": 0, "device": "desktop", "throttling": "none",
+    "steps": None, "flow_file": None, "runs": 3, "enabled": True, "site_id": None,
+}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -43,7 +53,7 @@ class ConfigError(ValueError):
 
 
 def parse_duration(value: str | int, where: str) -> int:
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     match = _DURATION.match(str(value))
     if not match:
@@ -51,7 +61,28 @@ def parse_duration(value: str | int, where: str) -> int:
     return int(match[1]) * _UNIT[match[2]]
 
 
+def _entries(doc: dict[str, Any], section: str, keys: set[str], path: Path) -> list[dict[str, Any]]:
+    entries = doc.get(section) or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{path}: {section} must be a list of mappings")
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        # A misspelt key silently dropped would be a check that quietly does something else.
+        if unknown := sorted(set(map(str, entry)) - keys):
+            raise ConfigError(
+                f"{path}: {section}[{i}]: unknown field {unknown[0]!r} (known: {', '.join(sorted(keys))})"
+            )
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{path}: {section}[{i}].name: required")
+        if name in names:
+            raise ConfigError(f"{path}: {section}[{i}].name: {name!r} appears twice")
+        names.add(name)
+    return [dict(e) for e in entries]
+
+
 def load(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Read and shape-check the file (no database)."""
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -59,19 +90,33 @@ def load(path: Path) -> dict[str, list[dict[str, Any]]]:
     doc = doc or {}
     if not isinstance(doc, dict) or set(doc) - {"sites", "checks", "budgets"}:
         raise ConfigError(f"{path}: expected a mapping with sites, checks (and budgets)")
-    out: dict[str, list[dict[str, Any]]] = {"sites": [], "checks": []}
-    for section in ("sites", "checks"):
-        entries = doc.get(section) or []
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise ConfigError(f"{path}: {section} must be a list of mappings")
-        out[section] = [dict(e) for e in entries]
+    out = {
+        "sites": _entries(doc, "sites", SITE_KEYS, path),
+        "checks": _entries(doc, "checks", CHECK_KEYS, path),
+    }
     for i, check in enumerate(out["checks"]):
         if "every" in check:
-            check["interval_s"] = parse_duration(check.pop("every"), f"checks[{i}].every")
+            if "interval_s" in check:
+                raise ConfigError(f"{path}: checks[{i}].every: give every or interval_s, not both")
+            check["interval_s"] = parse_duration(check.pop("every"), f"{path}: checks[{i}].every")
     return out
 
 
-async def apply(*, db: Database, path: Path, flows_dir: Path) -> dict[str, int]:
+def validate(path: Path, *, flows_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Everything that can be checked before the server starts: shape, fields, schedules,
+    steps and flow files. `serve` calls it so a bad file stops it with the reason."""
+    doc = load(path)
+    for i, check in enumerate(doc["checks"]):
+        try:
+            check_data.validate({k: v for k, v in check.items() if k != "site"}, flows_dir=flows_dir)
+        except site_data.InvalidInput as exc:
+            raise ConfigError(f"{path}: checks[{i}].{exc}") from None
+    return doc
+
+
+async def apply(
+    *, db: Database, path: Path, flows_dir: Path, policy: TargetPolicy | None = None
+) -> dict[str, int]:
     """Create or update everything in the file; errors name the entry (`checks[2].cron: …`)."""
     doc = load(path)
     for i, site in enumerate(doc["sites"]):
@@ -85,10 +130,15 @@ async def apply(*, db: Database, path: Path, flows_dir: Path) -> dict[str, int]:
             raise ConfigError(f"{path}: sites[{i}].{exc}") from None
     for i, check in enumerate(doc["checks"]):
         if "site" in check:
-            owner = await site_data.get_site_by_name(db=db, name=str(check.pop("site")))
-            check["site_id"] = owner.id if owner else None
+            name = str(check.pop("site"))
+            owner = await site_data.get_site_by_name(db=db, name=name)
+            if owner is None:
+                raise ConfigError(f"{path}: checks[{i}].site: no site named {name!r}")
+            check["site_id"] = owner.id
         try:
-            await check_data.upsert_check(db=db, values=check, flows_dir=flows_dir)
-        except (site_data.InvalidInput, site_data.Conflict, KeyError) as exc:
+            await check_data.upsert_check(
+                db=db, values={**CHECK_DEFAULTS, **check}, flows_dir=flows_dir, policy=policy
+            )
+        except (site_data.InvalidInput, site_data.Conflict) as exc:
             raise ConfigError(f"{path}: checks[{i}].{exc}") from None
     return {"sites": len(doc["sites"]), "checks": len(doc["checks"])}

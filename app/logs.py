@@ -1,12 +1,28 @@
-"""Logging: JSON lines when the output is not a terminal (for log shippers), plain text when it
-is (for people)."""
+"""Logging: JSON lines when the output is not a terminal (for log shippers), aligned text through
+rich when it is (for people). Every line logged while a request is handled carries its request
+id (set by the HTTP middleware in app/observability.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import TextIO
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+request_id: ContextVar[str | None] = ContextVar("fieldlab_request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps the current request id on the record, where both formats find it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,20 +33,37 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        rid = getattr(record, "request_id", None)
+        if rid:
+            entry["request_id"] = rid
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) -> None:
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        rid = getattr(record, "request_id", None)
+        text = f"{record.name}: {record.getMessage()}"
+        return f"{text}  request_id={rid}" if rid else text
+
+
+def configure_logging(
+    level: str = "INFO", *, json_lines: bool | None = None, stream: TextIO | None = None
+) -> None:
+    stream = stream or sys.stderr
     if json_lines is None:
-        json_lines = not sys.stderr.isatty()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter()
-        if json_lines
-        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    )
+        json_lines = not stream.isatty()
+    handler: logging.Handler
+    if json_lines:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(JsonFormatter())
+    else:
+        # The console's width is fixed when not a terminal (tests), so lines stay whole.
+        console = Console(file=stream, stderr=stream is sys.stderr, width=None if stream.isatty() else 200)
+        handler = RichHandler(console=console, markup=False, show_path=False, rich_tracebacks=True)
+        handler.setFormatter(_TextFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

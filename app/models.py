@@ -106,12 +106,14 @@ class Rollup(SQLModel, table=True):
     __tablename__ = "rollup"
     __table_args__ = (
         sa.UniqueConstraint(
-            "site_id", "period", "metric", "start_ms", "page_group", "device", "nav", "connection",
+            "site_id", "period", "metric", "page_group", "device", "nav", "connection", "start_ms",
             name="uq_rollup_segment",
         ),
+        sa.Index("ix_rollup_site_period_metric_start", "site_id", "period", "metric", "start_ms"),
     )  # fmt: skip
-    # The unique constraint's index serves every rollup query: site, period, metric, a range of
-    # start_ms, then the segment columns filtered in the index itself.
+    # Queries name one cube cell by equality and a range of start_ms: with start_ms last in the
+    # unique index, that is one contiguous range. The job rebuilds a whole period (every cell of
+    # an hour or day) and retention cuts by time: those use (site_id, period, metric, start_ms).
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     site_id: int = Field(foreign_key="site.id")
@@ -189,6 +191,143 @@ class CheckRun(SQLModel, table=True):
     duration_ms: float | None = None
     error: str | None = Field(default=None, max_length=2048)
     result: dict[str, Any] | None = Field(default=None, sa_type=JsonType)
+
+
+class DeployMarker(SQLModel, table=True):
+    """A deploy of a site: the line on charts and the start of a regression comparison."""
+
+    __tablename__ = "deploy_marker"
+    __table_args__ = (sa.Index("ix_deploy_marker_site_ts", "site_id", "ts"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(foreign_key="site.id")
+    commit_sha: str = Field(max_length=64)  # "commit" is a keyword in SQL
+    branch: str = Field(max_length=200)
+    message: str = Field(default="", max_length=1000)
+    ts: int = Field(sa_type=sa.BigInteger)
+    created_ms: int = Field(sa_type=sa.BigInteger)
+
+
+class BudgetStatus(SQLModel, table=True):
+    """One verdict of one budget at one evaluation (the budget status history)."""
+
+    __tablename__ = "budget_status"
+    __table_args__ = (
+        sa.Index("ix_budget_status_scope_budget_at", "scope", "budget_id", "evaluated_ms"),
+        sa.Index("ix_budget_status_scope_at", "scope", "evaluated_ms"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    # "site:<id>" for field budgets, "check:<id>" for a check's runs, or a caller's own label.
+    scope: str = Field(max_length=64)
+    budget_id: str = Field(max_length=512)
+    name: str = Field(max_length=512)
+    status: str = Field(max_length=24)
+    actual: float | None = None
+    limit_value: float | None = None  # "limit" is reserved in SQL
+    margin: float | None = None
+    unit: str = Field(default="", max_length=16)
+    samples: int | None = None
+    detail: str = Field(default="", max_length=2048)
+    run_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    evaluated_ms: int = Field(sa_type=sa.BigInteger)
+
+
+class AlertState(SQLModel, table=True):
+    """The alert state machine's memory for one budget (both bands, see app/budgets/alerts.py)."""
+
+    __tablename__ = "alert_state"
+
+    scope: str = Field(primary_key=True, max_length=64)
+    budget_id: str = Field(primary_key=True, max_length=512)
+    name: str = Field(max_length=512)
+    summary: str = Field(max_length=16)  # ok, warning, failing
+    bands: dict[str, Any] = Field(default_factory=dict, sa_type=JsonType)
+    last_status: str = Field(max_length=24)
+    updated_ms: int = Field(sa_type=sa.BigInteger)
+
+
+class Webhook(SQLModel, table=True):
+    """Where alert notifications go: generic JSON or a Slack-compatible incoming webhook."""
+
+    __tablename__ = "webhook"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    url: str = Field(max_length=2048)
+    format: str = Field(max_length=8)  # json, slack
+    # Only this scope's alerts ("site:3", "check:7"); empty: every scope.
+    scope: str = Field(default="", max_length=64)
+    # When set, JSON bodies are signed: X-Fieldlab-Signature: sha256=<hex HMAC of the body>.
+    secret: str = Field(default="", max_length=200)
+    enabled: bool = True
+    created_ms: int = Field(sa_type=sa.BigInteger)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One notification to one webhook and how its delivery went (the delivery log)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        # The same event is never sent twice to one webhook, even by two workers at once.
+        sa.UniqueConstraint("webhook_id", "event_key", name="uq_webhook_delivery_event"),
+        sa.Index("ix_webhook_delivery_created", "created_ms"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    webhook_id: int = Field(foreign_key="webhook.id")
+    event_key: str = Field(max_length=700)
+    event: str = Field(max_length=16)  # failing, recovered, still-failing, test
+    scope: str = Field(max_length=64)
+    budget_id: str = Field(max_length=512)
+    status: str = Field(max_length=16)  # pending, delivered, failed
+    attempts: int = 0
+    http_status: int | None = None
+    error: str | None = Field(default=None, max_length=1000)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JsonType)
+    created_ms: int = Field(sa_type=sa.BigInteger)
+    finished_ms: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class LogEvent(SQLModel, table=True):
+    """One searchable log event: a JS error occurrence, a synthetic console error or failed
+    request, or a fieldlab warning. Written by app/search (never by ingest); the full-text index
+    (SQLite FTS5 table ``log_event_fts``, PostgreSQL generated ``search`` tsvector column) is
+    made by migration 0006 and kept in step by the database itself."""
+
+    __tablename__ = "log_event"
+    __table_args__ = (
+        # An indexing job may read a source row twice; the second insert is ignored.
+        sa.UniqueConstraint("kind", "source_id", "seq", name="uq_log_event_source"),
+        sa.Index("ix_log_event_site_ts", "site_id", "ts", "id"),
+        sa.Index("ix_log_event_ts", "ts", "id"),
+        sa.Index("ix_log_event_fingerprint_ts", "fingerprint", "ts"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    site_id: int | None = Field(default=None, foreign_key="site.id")  # None: fieldlab's own
+    kind: str = Field(max_length=16)  # js-error, console-error, failed-request, fieldlab
+    level: str = Field(max_length=8)  # error, warning, critical
+    ts: int = Field(sa_type=sa.BigInteger)
+    fingerprint: str = Field(max_length=32)
+    message: str = Field(max_length=2048)
+    detail: str = Field(default="", max_length=4096)  # stack, logger and exception, request
+    top_frame: str = Field(default="", max_length=512)
+    url: str = Field(default="", max_length=2048)
+    page_group: str = Field(default="", max_length=256)
+    browser: str = Field(default="", max_length=32)
+    # js_error id, or check_run id (with seq numbering its events); None for fieldlab's own.
+    source_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    seq: int = 0
+
+
+class SearchCursor(SQLModel, table=True):
+    """How far the indexing job has read each source (highest js_error id, latest finished run)."""
+
+    __tablename__ = "search_cursor"
+
+    source: str = Field(primary_key=True, max_length=32)
+    position: int = Field(sa_type=sa.BigInteger)
 
 
 def table(model: type[SQLModel]) -> sa.Table:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ from app import checks as check_data
 from app.config import Settings
 from app.db import Database
 from app.models import Check, CheckRun
+from app.observability import Metrics
 
 log = logging.getLogger("fieldlab.scheduler")
 
@@ -45,8 +47,11 @@ class ProbeRunner(Protocol):
 
 
 class CheckScheduler:
-    def __init__(self, *, db: Database, runner: ProbeRunner, settings: Settings) -> None:
+    def __init__(
+        self, *, db: Database, runner: ProbeRunner, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
         self.db = db
+        self.metrics = metrics
         self.runner = runner
         self.settings = settings
         self.artifacts_root = Path(settings.data_dir) / "artifacts"
@@ -57,6 +62,8 @@ class CheckScheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flows = asyncio.Semaphore(settings.flow_concurrency)
         self.lag_s = 0.0  # how late the last scheduled run started (health metric)
+        # Called with each finished, stored run (budget evaluation: app/budgets/service.py).
+        self.on_run: Callable[[Check, CheckRun], Awaitable[None]] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -112,15 +119,18 @@ class CheckScheduler:
             self._scheduled, trigger, id=job_id, args=[check.id], replace_existing=True, max_instances=1,
             coalesce=True, misfire_grace_time=self.settings.misfire_grace_s,
         )  # fmt: skip
-        if existing is None and check.interval_s:
+        # Only a started scheduler runs checks (FIELDLAB_SCHEDULER=0: the API still stores them).
+        if existing is None and check.interval_s and self._scheduler.running:
             await self._catch_up(check)
 
     async def _catch_up(self, check: Check) -> None:
-        """Run now if the server was down when a run was due, within the misfire grace."""
+        """Run now if the server was down when a run was due, within the misfire grace, or if
+        the check has never run (a new check shows a result at once, not one interval later)."""
         assert check.id is not None
         assert check.interval_s is not None
         last = await check_data.list_runs(db=self.db, check_id=check.id, limit=1)
         if not last:
+            self._spawn(self.execute(check.id, trigger="schedule"))
             return
         due_ms = last[0].started_ms + check.interval_s * 1000
         late_s = time.time() - due_ms / 1000
@@ -142,6 +152,8 @@ class CheckScheduler:
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
         if event.scheduled_run_times:
             self.lag_s = max(0.0, time.time() - event.scheduled_run_times[-1].timestamp())
+            if self.metrics is not None:
+                self.metrics.scheduler_lag.set(self.lag_s)
 
     def _on_max_instances(self, event: JobExecutionEvent) -> None:
         if not event.job_id.startswith("check-"):
@@ -178,9 +190,14 @@ class CheckScheduler:
             if started is not None:
                 started.set_result(run)
             assert run.id is not None
+            began = time.perf_counter()
             status, result, error = await self._run(check, self.artifacts_root / str(run.id))
+            if self.metrics is not None:
+                self.metrics.run_seconds.labels(check.kind, status).observe(time.perf_counter() - began)
             await check_data.finish_run(db=self.db, run_id=run.id, status=status, result=result, error=error)
             log.info("check %s run %d: %s", check.name, run.id, status)
+            if self.on_run is not None and (stored := await check_data.get_run(db=self.db, run_id=run.id)):
+                await self.on_run(check, stored)
             return run
         finally:
             self._running.discard(check_id)

@@ -20,11 +20,13 @@ from litestar.stores.redis import RedisStore
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app import configfile, ratelimit, ui
+from app import configfile, ratelimit, tracing, ui
 from app.api import admin, beacon, budgets, checks, field, health, sites, snippet
+from app.api import search as search_api
 from app.api.deps import Services
 from app.api.openapi import add_beacon_schemas, openapi_config
 from app.budgets.notify import WebhookNotifier
+from app.budgets.server_eval import FileEvaluator
 from app.budgets.service import BudgetService
 from app.config import Settings
 from app.db import Database, now_ms
@@ -35,9 +37,11 @@ from app.ingest.decode import Limits
 from app.ingest.writer import GroupCommitWriter
 from app.jobs import Periodic
 from app.leader import Leadership
-from app.observability import Metrics
+from app.observability import Metrics, http_middleware
 from app.runner import LocalProbeRunner, target_policy
 from app.scheduler import CheckScheduler
+from app.search.store import Indexer, LogCapture
+from app.selfalerts import SelfAlerts
 from app.sites import SiteCache, list_sites
 from app.slowlog import SlowQueryLog
 
@@ -118,7 +122,13 @@ def _app_version() -> str:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     db = Database(settings)
-    metrics = Metrics()
+    metrics = Metrics(chromium=settings.chromium, data_dir=settings.data_dir)
+    metrics.attach(db.write_engine)
+    if db.read_engine is not db.write_engine:
+        metrics.attach(db.read_engine)
+    traces = tracing.start(_app_version())
+    if traces is not None:
+        traces.instrument(db.write_engine, db.read_engine)
     stores = _stores(settings)
     cache = QueryCache(stores["query_cache"], settings.query_cache_ttl_s)
     slow_queries = SlowQueryLog(settings.slow_query_ms)
@@ -146,15 +156,25 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cache=cache,
         slow_queries=slow_queries,
         jobs=_jobs(settings, db, cache),
-        scheduler=CheckScheduler(db=db, runner=LocalProbeRunner(settings), settings=settings),
+        scheduler=CheckScheduler(
+            db=db, runner=LocalProbeRunner(settings, metrics=metrics), settings=settings, metrics=metrics
+        ),
     )
     budget_service = BudgetService(db=db, settings=settings, notifier=WebhookNotifier(
         db=db, timeout_s=settings.webhook_timeout_s, retries=settings.webhook_retries,
-        backoff_s=settings.webhook_backoff_s,
-    ))  # fmt: skip
-    svc.jobs["budgets"] = Periodic("budgets", settings.budget_eval_interval_s, budget_service.evaluate_field,
+        backoff_s=settings.webhook_backoff_s, metrics=metrics,
+    ), evaluator=FileEvaluator(settings.budgets_file, artifacts_root=svc.scheduler.artifacts_root,
+                               raw_retention_days=settings.raw_retention_days) if settings.budgets_file else None)  # fmt: skip
+    svc.jobs["budgets"] = Periodic("budgets", settings.budget_eval_interval_s, budget_service.periodic,
                                    first_delay_s=60.0)  # fmt: skip
     svc.scheduler.on_run = budget_service.on_run
+    svc.jobs["search-index"] = Periodic("search-index", settings.search_index_interval_s, Indexer(db).run,
+                                        first_delay_s=min(2.0, settings.search_index_interval_s))  # fmt: skip
+    log_capture = LogCapture(db, queue_max=settings.log_capture_queue_max)
+    self_alerts = SelfAlerts(settings=settings, metrics=metrics, writer=svc.writer, scheduler=svc.scheduler,
+                             recorder=budget_service)  # fmt: skip
+    svc.jobs["self-alerts"] = Periodic("self-alerts", settings.self_alert_interval_s, self_alerts.periodic,
+                                       first_delay_s=settings.self_alert_interval_s)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -169,6 +189,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             )
             log.info("applied %s: %s", settings.config_file, applied)
         svc.writer.start()
+        log_capture.start()
 
         async def elected() -> None:
             for job in svc.jobs.values():
@@ -191,10 +212,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await leadership.stop()
             # Runs on SIGTERM after the server stopped taking requests: commit what is queued.
             await svc.writer.stop()
+            await log_capture.stop()
             await budget_service.close()
             await db.dispose()
+            if traces is not None:
+                traces.close()
 
-    # The limiters share one storage (memory, or Redis shared by every worker) and each keeps
+    # All limits share one storage (memory, or Redis shared by every worker); each rule keeps
     # its own key space.
     limits_storage = ratelimit.SharedLimiter(settings.redis_url)
     per_ip = ratelimit.per_ip(settings.trusted_proxies)
@@ -203,14 +227,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[beacon.beacon_preflight, beacon.beacon],
         middleware=[
             ratelimit.limiter(
-                limits_storage, per_second=settings.rate_limit_per_ip, space="beacon-ip", identify=per_ip
-            ),
-            ratelimit.limiter(
                 limits_storage,
-                per_second=settings.rate_limit_per_site,
-                space="site",
-                identify=ratelimit.per_site_key,
-            ),
+                ratelimit.Rule(settings.rate_limit_per_ip, "beacon-ip", per_ip),
+                ratelimit.Rule(settings.rate_limit_per_site, "site", ratelimit.per_site_key),
+            )
         ],
     )
     api = Router(
@@ -227,6 +247,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             field.batch,
             admin.slow_queries,
             admin.run_job,
+            search_api.log_events,
+            search_api.log_groups,
             checks.create_check,
             checks.list_checks,
             checks.get_check,
@@ -250,7 +272,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         middleware=[
             ratelimit.limiter(
-                limits_storage, per_second=settings.rate_limit_api_per_ip, space="api-ip", identify=per_ip
+                limits_storage, ratelimit.Rule(settings.rate_limit_api_per_ip, "api-ip", per_ip)
             )
         ],
     )
@@ -282,11 +304,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConnectionError: _db_unavailable,
             Exception: _unexpected,
         },
+        middleware=[http_middleware(metrics, tracing=traces is not None)],
+        plugins=[traces.plugin()] if traces is not None else [],
         debug=False,
         logging_config=None,  # app.logs configures logging once, for uvicorn and us alike
     )
     app.state.services = svc
     app.state.budgets = budget_service
+    app.state.self_alerts = self_alerts
     return app
 
 
@@ -297,16 +322,17 @@ def app_from_env() -> Litestar:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     app = create_app(settings)
-    tune_gc()
+    tune_process()
     return app
 
 
-def tune_gc() -> None:
-    """For a serving process, once the app is built. What start-up built (SQLAlchemy, Litestar,
-    the app) lives as long as the process: keep it out of every collection, which would
-    otherwise walk all of it while requests wait. A beacon allocates enough containers to start
-    a young collection every few requests at the default threshold of 700; 50,000 keeps them
-    rare and short."""
+def tune_process() -> None:
+    """For a serving process, once the app is built.
+
+    What start-up built (SQLAlchemy, Litestar, the app) lives as long as the process: keep it
+    out of every collection, which would otherwise walk all of it while requests wait. A beacon
+    allocates enough containers to start a young collection every few requests at the default
+    threshold of 700; 50,000 keeps them rare and short."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -113,18 +114,38 @@ class SiteEntry:
 
 class SiteCache:
     """Site key -> what the beacon path needs, cached per process for ``ttl`` seconds so a
-    beacon costs no site lookup. Unknown keys are cached too, against floods of bad keys."""
+    beacon costs no site lookup. Unknown keys are cached too, against floods of bad keys.
+
+    When an entry expires, one task reloads it while every other request keeps using the stale
+    entry: otherwise each beacon in flight at that moment would run its own SELECT (a latency
+    spike every ``ttl``). Only a key never seen before waits, and then on the one shared load."""
 
     def __init__(self, db: Database, ttl: float) -> None:
         self._db = db
         self._ttl = ttl
         self._entries: dict[str, tuple[float, SiteEntry | None]] = {}
+        self._loading: dict[str, asyncio.Future[SiteEntry | None]] = {}
 
     async def get(self, key: str) -> SiteEntry | None:
-        now = time.monotonic()
         hit = self._entries.get(key)
-        if hit and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = self._loading[key] = asyncio.ensure_future(self._load(key))
+            pending.add_done_callback(lambda done: self._loaded(key, done))
+        if hit is not None:
+            return hit[1]
+        return await asyncio.shield(pending)
+
+    def _loaded(self, key: str, done: asyncio.Future[SiteEntry | None]) -> None:
+        self._loading.pop(key, None)
+        if not done.cancelled():
+            # A failed refresh behind a stale entry is retried by the next request; a request
+            # that waited on the load gets the error itself.
+            done.exception()
+
+    async def _load(self, key: str) -> SiteEntry | None:
         async with self._db.read() as session:
             site = (await session.exec(select(Site).where(Site.key == key))).first()
         entry = None
@@ -139,7 +160,7 @@ class SiteCache:
             )
         if len(self._entries) > 10_000:  # bound memory against random keys
             self._entries.clear()
-        self._entries[key] = (now + self._ttl, entry)
+        self._entries[key] = (time.monotonic() + self._ttl, entry)
         return entry
 
     def forget(self, key: str) -> None:

@@ -15,7 +15,6 @@ with limits above the offered load, so its cost is part of the measurement.
     .venv/bin/python bench/beacon_bench.py [--duration 15] [--connections 64] [--db sqlite|postgres|both]
     .venv/bin/python bench/beacon_bench.py --set FIELDLAB_BATCH_MAX_WAIT_MS=0   # try a setting
     .venv/bin/python bench/beacon_bench.py --sweep --duration 8                  # tuning grid
-    .venv/bin/python bench/beacon_bench.py --whatif all   # proposed app fixes patched in (bench/whatif_app.py)
     .venv/bin/python bench/beacon_bench.py --profile      # py-spy summary of the fieldlab server
 
 Results: bench/results/beacon.json (beacon_sweep.json for --sweep).
@@ -99,14 +98,13 @@ class Options:
     warmup: int
     connections: int
     threads: int
-    whatif: str  # comma-separated patches of bench/whatif_app.py; empty: fieldlab as it is
     profile: bool = False  # py-spy the fieldlab server during the measured run
     quiet_wait: int = 0  # seconds to wait at most for other jobs on the box to go quiet
 
 
 def bench_env() -> dict[str, str]:
     """The caller's environment without FIELDLAB_* or multiprocess-metrics settings."""
-    drop = ("FIELDLAB_", "PROMETHEUS_MULTIPROC_DIR", "BENCH_WHATIF")
+    drop = ("FIELDLAB_", "PROMETHEUS_MULTIPROC_DIR")
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
@@ -136,10 +134,7 @@ def run_server(
     )
     with fresh_database(db, tmp, procs, env) as url:
         env["FIELDLAB_DATABASE_URL"] = url
-        module = "app"
-        if opts.whatif:
-            module, env["BENCH_WHATIF"] = "bench.whatif_app", opts.whatif
-        argv = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port)]
+        argv = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
         proc = procs.start([*argv, "--workers", str(workers)], env=env, log=log)
         try:
             wait_up(proc, f"{base}/readyz", log, want=200, timeout=90)
@@ -269,9 +264,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sweep", action="store_true", help="run the tuning grid instead of one pair per database"
     )
     p.add_argument(
-        "--whatif", default="", help="run fieldlab with proposed fixes patched in (bench/whatif_app.py)"
-    )
-    p.add_argument(
         "--quiet-wait",
         type=int,
         default=10,
@@ -303,9 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.db == "postgres":
             return 2
         dbs.remove("postgres")
-    opts = Options(
-        args.duration, args.warmup, args.connections, args.threads, args.whatif, args.profile, args.quiet_wait
-    )
+    opts = Options(args.duration, args.warmup, args.connections, args.threads, args.profile, args.quiet_wait)
     extra = dict(item.split("=", 1) for item in args.set)
     workers_for = {"sqlite": args.workers_sqlite, "postgres": args.workers_postgres}
     print(
@@ -354,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                     v = judge(fl, noops[workers])
                     all_passed &= v.passed
                     swept.append((fl, v))
-                    print_pair(fl, noops[workers], v, opts.whatif)
+                    print_pair(fl, noops[workers], v)
                     verdict = asdict(v) | {"passed": v.passed}
                     results["runs"].append(
                         {"db": db, "fieldlab": asdict(fl), "noop": asdict(noops[workers]), "verdict": verdict}

@@ -1,13 +1,13 @@
-"""CPU per beacon, in-process: fieldlab's ASGI app (and variants) against the no-op, no sockets.
+"""CPU per beacon, in-process: fieldlab's ASGI app against the no-op, no sockets.
 
 beacon_bench.py measures the real thing end to end, but on a small shared box its figures move
 with whatever else runs. This drives the ASGI apps directly from 64 concurrent tasks in one
 process (same shape of page-view beacons, real SQLite file, real group-commit writer) and
-reports CPU microseconds per request, which is steadier and shows what each proposed fix buys.
+reports CPU microseconds per request (all threads, so SQLite's work is in), which is steadier.
 uvicorn's HTTP parsing is not included (it costs the same for both apps).
 
-    .venv/bin/python bench/beacon_hotpath.py   # no-op, as-is, ratelimit, all fixes, all fixes but one
-    .venv/bin/python bench/beacon_hotpath.py --variant ratelimit,ua --requests 20000
+    .venv/bin/python bench/beacon_hotpath.py                      # no-op and fieldlab
+    .venv/bin/python bench/beacon_hotpath.py --variant fieldlab --profile 30   # top 30 functions
 """
 
 from __future__ import annotations
@@ -26,11 +26,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.whatif_app import PATCHES  # noqa: E402
 
-# The no-op, fieldlab as it is, the biggest single fix, all fixes (bench/whatif_app.py), and
-# all fixes but one each: what every fix is worth once the others are in.
-VARIANTS = ["noop", "as-is", "ratelimit", "all"] + [f"all-{p}" for p in PATCHES]
+VARIANTS = ["noop", "fieldlab"]
 UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/126.0.0.0 Safari/537.36"
@@ -130,27 +127,23 @@ async def drive(app: Any, key: str, *, requests: int, concurrency: int) -> dict[
             status = str(await post_beacon(app, key, body, headers))
             statuses[status] = statuses.get(status, 0) + 1
 
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    wall0, cpu0, loop0 = time.perf_counter(), time.process_time(), time.thread_time()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    loop_cpu = time.thread_time() - loop0  # the event loop's thread alone (no SQLite thread)
     return {"requests": requests, "statuses": statuses, "wall_s": round(wall, 3),
-            "cpu_us_per_request": round(1e6 * cpu / requests, 1), "requests_per_cpu_s": round(requests / cpu)}  # fmt: skip
+            "cpu_us_per_request": round(1e6 * cpu / requests, 1), "requests_per_cpu_s": round(requests / cpu),
+            "loop_cpu_us_per_request": round(1e6 * loop_cpu / requests, 1)}  # fmt: skip
 
 
-async def run_variant(variant: str, requests: int, concurrency: int) -> dict[str, Any]:
+async def run_variant(variant: str, requests: int, concurrency: int, profile: int = 0) -> dict[str, Any]:
     if variant == "noop":
         from bench.noop_app import create_app as noop_app
 
         return await drive(noop_app(), "none", requests=requests, concurrency=concurrency)
-    from bench.whatif_app import apply
-
-    if variant.startswith("all-"):
-        apply(set(PATCHES) - {variant.removeprefix("all-")})
-    else:
-        apply(set() if variant == "as-is" else set(variant.split(",")))
     from app.config import Settings
     from app.db import upgrade_database
-    from app.server import create_app
+    from app.server import create_app, tune_process
     from app.sites import create_site
 
     with tempfile.TemporaryDirectory(prefix="fieldlab-hotpath-") as tmp:
@@ -160,11 +153,30 @@ async def run_variant(variant: str, requests: int, concurrency: int) -> dict[str
             database_url=url, rate_limit_per_ip=10**7, rate_limit_per_site=10**7, log_level="WARNING"
         )
         app = create_app(settings)
+        tune_process()  # as app.server.app_from_env does for a serving process
         task, inbox = await _lifespan(app)
         try:
             site = await create_site(db=app.state.services.db, name="hot", origins=["https://shop.example"])
             await drive(app, site.key, requests=min(2000, requests), concurrency=concurrency)  # warm-up
-            result = await drive(app, site.key, requests=requests, concurrency=concurrency)
+            if profile:
+                import cProfile
+                import pstats
+
+                with cProfile.Profile() as prof:
+                    result = await drive(app, site.key, requests=requests, concurrency=concurrency)
+                pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(profile)
+                pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(profile)
+            else:
+                result = await drive(app, site.key, requests=requests, concurrency=concurrency)
+            sample = app.state.services.metrics.registry.get_sample_value
+            batches = sample("fieldlab_writer_batch_size_count") or 0
+            beacons = sample("fieldlab_writer_batch_size_sum") or 0
+            commit_s = sample("fieldlab_writer_commit_seconds_sum") or 0
+            result["writer"] = {
+                "batches": batches,
+                "mean_batch": round(beacons / max(1, batches), 1),
+                "mean_commit_ms": round(1000 * commit_s / max(1, batches), 2),
+            }
         finally:
             await inbox.put({"type": "lifespan.shutdown"})
             await asyncio.wait_for(task, 30)
@@ -173,12 +185,15 @@ async def run_variant(variant: str, requests: int, concurrency: int) -> dict[str
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--variant", help=f"one of {VARIANTS} (or a comma list of whatif patches); default: all")
+    p.add_argument("--variant", choices=VARIANTS, help="run one (default: each, in its own process)")
+    p.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="with --variant fieldlab: cProfile top N"
+    )
     p.add_argument("--requests", type=int, default=15000)
     p.add_argument("--concurrency", type=int, default=64)
     args = p.parse_args()
     if args.variant:
-        result = asyncio.run(run_variant(args.variant, args.requests, args.concurrency))
+        result = asyncio.run(run_variant(args.variant, args.requests, args.concurrency, args.profile))
         print("RESULT " + json.dumps(result))
         return
     print(
@@ -197,7 +212,8 @@ def main() -> None:
         r = json.loads(line.removeprefix("RESULT "))
         base = base or r["cpu_us_per_request"]
         ok = sum(n for s, n in r["statuses"].items() if s.startswith("2"))
-        print(f"{variant:16s} {r['cpu_us_per_request']:7.1f} us/request  ({r['requests_per_cpu_s']:,} per CPU-second, "
+        print(f"{variant:16s} {r['cpu_us_per_request']:7.1f} us/request, {r['loop_cpu_us_per_request']:7.1f} on the "
+              f"event loop's thread, {r['wall_s']:.1f} s wall ({r['requests_per_cpu_s']:,} per CPU-second, "
               f"{ok}/{r['requests']} 2xx, x{r['cpu_us_per_request'] / base:.1f} the no-op)")  # fmt: skip
 
 

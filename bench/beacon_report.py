@@ -35,6 +35,9 @@ class Run:
     profile: dict[str, list[str]] = field(default_factory=dict)
 
 
+NOISE_CORES = 0.25  # other jobs' CPU during a run above this: the pair is not a fair comparison
+
+
 @dataclass
 class Verdict:
     throughput_ratio: float
@@ -43,17 +46,30 @@ class Verdict:
     throughput_ok: bool
     p99_ok: bool
     lost_ok: bool
+    # no-op CPU per 2xx / fieldlab's (PostgreSQL's own CPU included): the throughput ratio the
+    # pair would show if both were CPU-bound on a quiet box. Steadier than the measured ratio
+    # when other jobs share the machine.
+    cpu_ratio: float | None = None
+    noisy: bool = False  # other jobs used the CPU during a run: the measured ratios are not fair
 
     @property
     def passed(self) -> bool:
-        return self.throughput_ok and self.p99_ok and self.lost_ok
+        return self.throughput_ok and self.p99_ok and self.lost_ok and not self.noisy
 
 
 def judge(fl: Run, noop: Run) -> Verdict:
     tr = fl.load.rps_2xx / noop.load.rps_2xx if noop.load.rps_2xx else 0.0
     pr = fl.load.p99_ms / noop.load.p99_ms if noop.load.p99_ms else float("inf")
     lost_ok = fl.lost == 0 and fl.stop_rc in CLEAN_EXIT and not fl.writer.get("writer_errors")
-    return Verdict(round(tr, 3), round(pr, 2), fl.lost, tr >= GOAL_THROUGHPUT, pr <= GOAL_P99, lost_ok)
+    cpu_ratio = None
+    if fl.cpu_us_per_request and noop.cpu_us_per_request:
+        fl_cpu = fl.cpu_us_per_request + (fl.pg_cpu_us_per_request or 0.0)
+        noop_cpu = noop.cpu_us_per_request + (noop.pg_cpu_us_per_request or 0.0)
+        cpu_ratio = round(noop_cpu / fl_cpu, 3)
+    noisy = max(fl.other_cpu_cores, noop.other_cpu_cores) > NOISE_CORES
+    return Verdict(
+        round(tr, 3), round(pr, 2), fl.lost, tr >= GOAL_THROUGHPUT, pr <= GOAL_P99, lost_ok, cpu_ratio, noisy
+    )
 
 
 def mark(ok: bool) -> str:
@@ -64,10 +80,9 @@ def _counts(d: dict[str, int]) -> str:
     return ", ".join(f"{k}:{v}" for k, v in d.items()) or "0"
 
 
-def print_pair(fl: Run, noop: Run, v: Verdict, whatif: str) -> None:
+def print_pair(fl: Run, noop: Run, v: Verdict) -> None:
     label = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[fl.db]
     extra = " ".join(f"{k}={val}" for k, val in fl.settings.items())
-    extra += f" whatif={whatif}" if whatif else ""
     print(f"\n== {label}: fieldlab workers={fl.workers} vs no-op workers={noop.workers} {extra}".rstrip())
     a, b = fl.load, noop.load
     rows: list[tuple[str, str, str, str, str]] = [
@@ -129,7 +144,20 @@ def print_pair(fl: Run, noop: Run, v: Verdict, whatif: str) -> None:
             "    inclusive (app/, litestar/, uvicorn/):\n"
             + "\n".join(f"      {ln}" for ln in fl.profile["inclusive"][:25])
         )
-    print(f"  verdict: {mark(v.passed)}")
+    if v.cpu_ratio is not None:
+        print(
+            f"  CPU per beacon, no-op / fieldlab (PostgreSQL's CPU included): {100 * v.cpu_ratio:.1f}%"
+            " = the throughput ratio if both were CPU-bound on a quiet box"
+        )
+    if v.noisy and v.throughput_ok and v.p99_ok and v.lost_ok:
+        print(
+            f"  verdict: INCONCLUSIVE (goals met, but other jobs used > {NOISE_CORES} cores during a run,"
+            " so the two runs did not have the same machine)"
+        )
+    elif v.noisy:
+        print(f"  verdict: FAIL (other jobs used > {NOISE_CORES} cores during a run: the ratios are noisy)")
+    else:
+        print(f"  verdict: {mark(v.passed)}")
 
 
 def print_sweep(db: str, noops: dict[int, Run], runs: list[tuple[Run, Verdict]]) -> None:

@@ -37,7 +37,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
-    # Keep in step with app/cli.py `serve`.
+    # Keep in step with app/cli.py `serve`. Neither names loop= or http=: uvicorn then picks
+    # uvloop and httptools (both come with uvicorn[standard]) for both servers alike.
     uvicorn.run(
         "bench.noop_app:create_app",
         factory=True,

@@ -4,6 +4,8 @@ Timing-Allow-Origin), failed requests, console errors, and the lab collector's r
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import ipaddress
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ _CDP_TYPES = {
     "Document": "document", "Script": "script", "Stylesheet": "stylesheet", "Image": "image",
     "Font": "font", "XHR": "xhr", "Fetch": "xhr", "EventSource": "xhr", "Media": "media",
 }  # fmt: skip
+SCREENSHOT: dict[str, Any] = {"format": "jpeg", "quality": 70, "optimizeForSpeed": True}  # CDP
+SCREENSHOT_SUFFIX = ".jpg"
 MAX_ITEMS = 50  # per step and list: a broken page must not produce a megabyte of results
 # Second-level labels under which registries sell names (co.uk, com.au, ...): without a public
 # suffix list, "last two labels" would make every *.co.uk site the same party.
@@ -90,16 +94,41 @@ class Recorder:
         self._cdp: CDPSession | None = None
 
     async def start(self, context: BrowserContext) -> None:
-        await context.add_init_script(path=str(COLLECTOR_JS))
-        await context.expose_binding("__fieldlabReport", self._on_report)
         self.page.on("console", self._on_console)
         self.page.on("pageerror", self._on_pageerror)
+        # Independent round trips to the browser, so at once: this is on every run's clock.
+        await asyncio.gather(
+            context.add_init_script(path=str(COLLECTOR_JS)),
+            context.expose_binding("__fieldlabReport", self._on_report),
+            self._watch_network(context),
+        )
+
+    async def _watch_network(self, context: BrowserContext) -> None:
         cdp = self._cdp = await context.new_cdp_session(self.page)
         cdp.on("Network.requestWillBeSent", self._on_request)
         cdp.on("Network.responseReceived", self._on_response)
         cdp.on("Network.loadingFinished", self._on_finished)
         cdp.on("Network.loadingFailed", self._on_failed)
         await cdp.send("Network.enable")
+
+    async def screenshot(self, path: Path) -> bool:
+        """The viewport as a JPEG, straight from CDP on the recorder's session: about half the
+        time of Playwright's PNG screenshot right after a navigation (which also waits for web
+        fonts and hides the caret first), and it is on the clock of every step. False when the
+        session cannot capture - it is between renderers, or the page (e.g. the error page of a
+        refused navigation) has no frame yet - even after a few tries."""
+        from playwright.async_api import Error as PlaywrightError
+
+        assert self._cdp is not None
+        for wait in (0.0, 0.1, 0.2):  # a page that just committed may not have a frame yet
+            await asyncio.sleep(wait)
+            try:
+                shot = await self._cdp.send("Page.captureScreenshot", SCREENSHOT)
+            except PlaywrightError:
+                continue
+            await asyncio.to_thread(path.write_bytes, base64.b64decode(shot["data"]))
+            return True
+        return False
 
     def take(self) -> Bucket:
         bucket, self.bucket = self.bucket, Bucket()

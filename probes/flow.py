@@ -11,6 +11,12 @@ killed; the next run gets a fresh browser. A failed step whose page no longer an
 
 Retries. A failed attempt is retried (fresh context; fresh browser if it was killed) up to
 ``retries`` times within the run timeout; a run that passes on a retry is ``flaky``.
+
+Traces. Every attempt is traced, since a trace of a failure can only be recorded while it
+happens. The first attempt keeps a light trace (actions with their timings, call logs and
+errors, console messages): DOM snapshots with network capture and the screencast filmstrip
+made a passing check about 30 % slower, and the step screenshots already show each step's
+end. A retry, which only happens after a failure, records the full trace.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from probes.browser import BrowserPool, ChromiumNotFound
-from probes.collect import Recorder
+from probes.collect import SCREENSHOT, SCREENSHOT_SUFFIX, Recorder
 from probes.results import FlowResult, StepResult
 from probes.safety import TargetPolicy, TargetRefused
 from probes.vitals import Snapshot, step_vitals
@@ -174,8 +180,10 @@ class _Attempt:
         ctx.set_default_timeout(cfg.step_timeout_s * 1000)
         ctx.set_default_navigation_timeout(cfg.step_timeout_s * 1000)
         self.recorder = Recorder(page, cfg.base_url)
-        await self.recorder.start(ctx)
-        await ctx.tracing.start(screenshots=True, snapshots=True)
+        full = self.number > 1  # see "Traces" above
+        await asyncio.gather(
+            self.recorder.start(ctx), ctx.tracing.start(screenshots=full, snapshots=full, sources=False)
+        )
         self.task = asyncio.get_running_loop().create_task(_call(cfg.flow, page, self.step))
         done, _ = await asyncio.wait({self.task}, timeout=max(deadline - time.monotonic(), 0.0))
         if not done:
@@ -284,12 +292,20 @@ class _Attempt:
                 self._collect(result)
                 raise
             result.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
-            end = await self._snapshot()
+            shot = self.dir / f"step-{len(self.steps):02d}-{_slug(name)}{SCREENSHOT_SUFFIX}"
+            # Together: the screenshot waits for a frame from the compositor, the snapshot for
+            # the page's main thread; neither changes what the other sees.
+            end, taken = await asyncio.gather(self._snapshot(), self.recorder.screenshot(shot))
+            if not taken:
+                taken = await self._playwright_screenshot(shot)
+            if end is not None and end.fcp is None:
+                # Nothing painted yet when the step ended (a fresh page in a headless browser may
+                # not draw until asked): the screenshot has had a frame made since.
+                end = await self._snapshot() or end
             self._collect(result)
             result.navigations = step_vitals(self._step_start, self._step_reports, end)
-            shot = self.dir / f"step-{len(self.steps):02d}-{_slug(name)}.png"
-            await self.page.screenshot(path=shot)
-            result.screenshot = self._rel(shot)
+            if taken:
+                result.screenshot = self._rel(shot)
         except asyncio.CancelledError:
             if result.status == "passed":  # cancelled while finishing the step
                 result.status, result.error = "timed-out", self._timeout_message()
@@ -297,6 +313,19 @@ class _Attempt:
         finally:
             timer.cancel()
             self.current = None
+
+    async def _playwright_screenshot(self, path: Path) -> bool:
+        """Playwright's screenshot follows the page to its new renderer. A page that cannot be
+        captured even so leaves its step without a screenshot: the evidence is missing, but
+        the site did nothing wrong."""
+        from playwright.async_api import Error as PlaywrightError
+
+        assert self.page is not None
+        try:
+            await self.page.screenshot(path=path, type="jpeg", quality=SCREENSHOT["quality"])
+        except PlaywrightError:
+            return False
+        return True
 
     def _collect(self, result: StepResult) -> None:
         assert self.recorder is not None

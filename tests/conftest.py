@@ -44,6 +44,13 @@ MOBILE_UA = (
     "Chrome/130.0.0.0 Mobile Safari/537.36"
 )
 TABLES = (
+    "log_event",
+    "search_cursor",
+    "webhook_delivery",
+    "webhook",
+    "alert_state",
+    "budget_status",
+    "deploy_marker",
     "measurement",
     "js_error",
     "rollup",
@@ -169,6 +176,8 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.settings.port}"
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_env: dict[str, str] = {}  # more FIELDLAB_* variables for this server
+        self.extra_args: list[str] = []  # more `serve` options, e.g. ["--config", PATH]
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLAB_")}
@@ -181,12 +190,14 @@ class LiveServer:
             FIELDLAB_RATE_LIMIT_API_PER_IP="100000",
             FIELDLAB_DEMO="1" if self.settings.demo else "0",
         )
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 20.0) -> None:
         log = self.log_path.open("ab")
+        command = ["serve", "--host", "127.0.0.1", "--port", str(self.settings.port), *self.extra_args]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.settings.port)],
+            [sys.executable, "-m", "app", *command],
             cwd=ROOT,
             env=self.env(),
             stdout=log,

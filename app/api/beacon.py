@@ -97,7 +97,10 @@ async def beacon(
             except WriterStopped:
                 raise _unavailable(svc, "server is shutting down; retry later") from None
             try:
-                await asyncio.wait_for(asyncio.shield(done), svc.settings.commit_timeout_s)
+                # Awaited directly (no wait_for/shield, which cost a task's worth per beacon):
+                # a timeout cancels this wait, and the writer skips futures already done.
+                async with asyncio.timeout(svc.settings.commit_timeout_s):
+                    await done
             except TimeoutError:
                 raise _unavailable(svc, "database is slow to commit; retry later") from None
             except Exception:

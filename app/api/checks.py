@@ -7,18 +7,27 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, Response, delete, get, patch, post
+from litestar import Request, delete, get, patch, post
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Parameter
+from litestar.response import File
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from app import checks as check_data
 from app.api.deps import require_admin, require_read, services
 from app.models import Check, CheckRun
+from app.runner import target_policy
 from app.sites import Conflict, InvalidInput
+from probes.safety import TargetPolicy
+
+# Steps as a JSON list, or YAML text (what a check kept in a repository looks like).
+Steps = list[dict[str, Any]] | str
 
 
-class CheckIn(msgspec.Struct, omit_defaults=True):
+class CheckIn(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """Unknown fields are refused: there is no field that takes code, and a typo must not be
+    silently dropped."""
+
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     kind: Literal["flow", "lighthouse"]
     target: str
@@ -27,14 +36,14 @@ class CheckIn(msgspec.Struct, omit_defaults=True):
     jitter_s: int = 0
     device: Literal["mobile", "desktop"] = "desktop"
     throttling: Literal["none", "mobile-slow-4g", "desktop-dense-4g"] = "none"
-    steps: list[dict[str, Any]] | None = None
+    steps: Steps | None = None
     flow_file: str | None = None
     runs: int = 3
     site_id: int | None = None
     enabled: bool = True
 
 
-class CheckPatch(msgspec.Struct, omit_defaults=True):
+class CheckPatch(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     """Only the fields given change (`"cron": null` clears a cron schedule)."""
 
     target: str | msgspec.UnsetType = msgspec.UNSET
@@ -43,7 +52,7 @@ class CheckPatch(msgspec.Struct, omit_defaults=True):
     jitter_s: int | msgspec.UnsetType = msgspec.UNSET
     device: Literal["mobile", "desktop"] | msgspec.UnsetType = msgspec.UNSET
     throttling: Literal["none", "mobile-slow-4g", "desktop-dense-4g"] | msgspec.UnsetType = msgspec.UNSET
-    steps: list[dict[str, Any]] | msgspec.UnsetType | None = msgspec.UNSET
+    steps: Steps | msgspec.UnsetType | None = msgspec.UNSET
     flow_file: str | msgspec.UnsetType | None = msgspec.UNSET
     runs: int | msgspec.UnsetType = msgspec.UNSET
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
@@ -57,7 +66,19 @@ def check_out(check: Check, last: CheckRun | None = None) -> dict[str, Any]:
 
 def run_out(run: CheckRun, *, brief: bool = False) -> dict[str, Any]:
     out = run.model_dump(exclude={"result"} if brief else set())
+    if not brief:
+        out["artifact_urls"] = artifact_urls(run)
     return out
+
+
+def artifact_urls(run: CheckRun) -> list[str]:
+    """Where the run's screenshots, traces and reports are served (paths in ``result`` are
+    relative to the run)."""
+    result = run.result or {}
+    paths: list[str] = list(result.get("artifacts") or [])
+    paths += [p for p in (result.get("html_path"), result.get("lhr_path")) if p]
+    paths += list(result.get("lhr_paths") or [])
+    return [f"/api/v1/runs/{run.id}/artifacts/{p}" for p in dict.fromkeys(paths)]
 
 
 def _bad(exc: Exception) -> HTTPException:
@@ -66,6 +87,10 @@ def _bad(exc: Exception) -> HTTPException:
 
 def _flows_dir(request: Request[Any, Any, Any]) -> Path:
     return Path(services(request).settings.flows_dir)
+
+
+def _policy(request: Request[Any, Any, Any]) -> TargetPolicy:
+    return target_policy(services(request).settings)
 
 
 async def _check(request: Request[Any, Any, Any], check_id: int) -> Check:
@@ -82,7 +107,10 @@ async def create_check(request: Request[Any, Any, Any], data: CheckIn) -> dict[s
     svc = services(request)
     try:
         check = await check_data.create_check(
-            db=svc.db, values=msgspec.structs.asdict(data), flows_dir=_flows_dir(request)
+            db=svc.db,
+            values=msgspec.structs.asdict(data),
+            flows_dir=_flows_dir(request),
+            policy=_policy(request),
         )
     except (InvalidInput, Conflict) as exc:
         raise _bad(exc) from None
@@ -112,7 +140,7 @@ async def update_check(request: Request[Any, Any, Any], check_id: int, data: Che
     try:
         given = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         check = await check_data.update_check(db=svc.db, check_id=check_id, values=given,
-                                        flows_dir=_flows_dir(request))  # fmt: skip
+                                              flows_dir=_flows_dir(request), policy=_policy(request))  # fmt: skip
     except InvalidInput as exc:
         raise _bad(exc) from None
     if check is None:
@@ -172,7 +200,7 @@ async def get_run(request: Request[Any, Any, Any], run_id: int) -> dict[str, Any
 
 
 @get("/api/v1/runs/{run_id:int}/artifacts/{path:path}", guards=[require_read], tags=["checks"])
-async def get_artifact(request: Request[Any, Any, Any], run_id: int, path: str) -> Response[bytes]:
+async def get_artifact(request: Request[Any, Any, Any], run_id: int, path: str) -> File:
     """A screenshot, trace zip or Lighthouse report of a run (behind auth, like all results)."""
     await _run(request, run_id)
     root = (Path(services(request).settings.data_dir) / "artifacts" / str(run_id)).resolve()
@@ -186,4 +214,7 @@ async def get_artifact(request: Request[Any, Any, Any], run_id: int, path: str) 
     if file.suffix == ".html":
         # Lighthouse reports run their own scripts: keep them away from fieldlab's origin.
         headers["Content-Security-Policy"] = "sandbox allow-scripts allow-popups"
-    return Response(file.read_bytes(), media_type=media_type, headers=headers)
+    return File(
+        file, media_type=media_type, headers=headers, filename=file.name,
+        content_disposition_type="attachment" if file.suffix in (".zip", ".gz") else "inline",
+    )  # fmt: skip

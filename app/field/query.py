@@ -33,7 +33,7 @@ from app.field.rollups import (
     floor_to,
     rolled_until,
 )
-from app.field.stats import QUANTILES, percentile
+from app.field.stats import QUANTILES, SEGMENT_VALUES, percentile
 from app.ingest.schemas import METRICS
 
 STATS = (*QUANTILES, "count", "good", "needs_improvement", "poor")
@@ -72,7 +72,27 @@ def _bucket_of(ts: int, bucket: str | None) -> int | None:
     return floor_to(ts, HOUR if bucket == "hour" else DAY)
 
 
-def _rollup_where(scope: Scope, period: str, start: int, end: int) -> list[Any]:
+def _stored_page_groups(scope: Scope, period: str) -> sa.Select[Any]:
+    """Every page group the period's rollups of this site and metric hold: a loose index scan,
+    one seek on the unique index per group (a recursive "next larger value"), so its cost grows
+    with the number of groups, not of rows."""
+
+    def next_after(previous: Any) -> sa.ScalarSelect[Any]:
+        where = [R.site_id == scope.site_id, R.period == period, R.metric == scope.metric]
+        if previous is not None:
+            where.append(R.page_group > previous)
+        return sa.select(sa.func.min(R.page_group)).where(*where).scalar_subquery()
+
+    walk = sa.select(next_after(None).label("value")).cte("page_groups", recursive=True)
+    walk = walk.union_all(sa.select(next_after(walk.c.value)).where(walk.c.value.is_not(None)))
+    return sa.select(walk.c.value).where(walk.c.value.is_not(None), walk.c.value != ALL)
+
+
+def _rollup_where(
+    scope: Scope, period: str, start: int, end: int, page_groups: Sequence[str] = ()
+) -> list[Any]:
+    """One cube cell (or, with group_by, the list of its cells) by equality on every segment
+    column and start_ms as a range: one contiguous range of the unique index per cell."""
     where = [R.site_id == scope.site_id, R.period == period, R.metric == scope.metric,
              R.start_ms >= start, R.start_ms < end]  # fmt: skip
     for dim in DIMENSIONS:
@@ -80,7 +100,8 @@ def _rollup_where(scope: Scope, period: str, start: int, end: int) -> list[Any]:
         if wanted is not None:
             where.append(column == wanted)
         elif dim == scope.group_by:
-            where.append(column != ALL)
+            # A list, not "!= '*'": that would stop the index at this column and scan every cell.
+            where.append(column.in_(SEGMENT_VALUES.get(dim, page_groups)))
         else:
             where.append(column == ALL)
     return where
@@ -108,6 +129,29 @@ def _add(aggs: dict[GroupKey, Agg], key: GroupKey, part: Agg) -> None:
         aggs[key] = part
 
 
+def _runs(days: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted day starts -> [start, end) ranges of consecutive days."""
+    runs: list[tuple[int, int]] = []
+    for day in days:
+        if runs and runs[-1][1] == day:
+            runs[-1] = (runs[-1][0], day + DAY)
+        else:
+            runs.append((day, day + DAY))
+    return runs
+
+
+def _gaps(start: int, end: int, taken: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[start, end) minus the sorted, disjoint ranges ``taken``."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in taken:
+        if start < lo:
+            out.append((start, lo))
+        start = max(start, hi)
+    if start < end:
+        out.append((start, end))
+    return out
+
+
 async def aggregate(db: Database, scope: Scope) -> dict[GroupKey, Agg]:
     rolled = await rolled_until(db)
     since, until = scope.since_ms, scope.until_ms
@@ -117,44 +161,44 @@ async def aggregate(db: Database, scope: Scope) -> dict[GroupKey, Agg]:
     group_col = scope.group_by
     aggs: dict[GroupKey, Agg] = {}
     raw_ranges: list[tuple[int, int]] = []
+    cols = [R.start_ms, R.count, R.good, R.poor, R.sketch] + ([R[group_col]] if group_col else [])
     async with db.read_engine.connect() as conn:
-        dirty: set[int] = set()
+
+        async def add_rollups(period: str, start: int, end: int, skip: set[int]) -> None:
+            groups: list[str] = []
+            if group_col == "page_group" and scope.filters.page_group is None:
+                groups = list((await conn.execute(_stored_page_groups(scope, period))).scalars())
+            where = _rollup_where(scope, period, start, end, groups)
+            query = sa.select(*cols).where(*where).execution_options(fieldlab_query=f"field.rollup_{period}")
+            for row in await conn.execute(query):
+                if row[0] not in skip:
+                    key = (_bucket_of(row[0], scope.bucket), row[5] if group_col else None)
+                    _add(aggs, key, Agg.from_row(row[1], row[2], row[3], row[4]))
+
         if first_hour < end_hour:
             marked = await dirty_hours(db, site_id=scope.site_id, metric=scope.metric)
             dirty = {h for (_, h) in marked if first_hour <= h < end_hour}
-            hours_from_days: set[int] = set()
+            day_runs: list[tuple[int, int]] = []
             if scope.bucket != "hour":
-                days = [d for d in range(ceil_to(first_hour, DAY), floor_to(end_hour, DAY), DAY)
-                        if not any(d <= h < d + DAY for h in dirty)]  # fmt: skip
-                if days:
-                    hours_from_days = {d + i * HOUR for d in days for i in range(24)}
-                    cols = [R.start_ms, R.count, R.good, R.poor, R.sketch]
-                    cols += [R[group_col]] if group_col else []
-                    day_rows = await conn.execute(
-                        sa.select(*cols).where(*_rollup_where(scope, "d", days[0], days[-1] + DAY))
-                    )
-                    for row in day_rows:
-                        if row[0] in days:
-                            key = (_bucket_of(row[0], scope.bucket), row[5] if group_col else None)
-                            _add(aggs, key, Agg.from_row(row[1], row[2], row[3], row[4]))
-            cols = [R.start_ms, R.count, R.good, R.poor, R.sketch] + ([R[group_col]] if group_col else [])
-            for row in await conn.execute(
-                sa.select(*cols).where(*_rollup_where(scope, "h", first_hour, end_hour))
-            ):
-                if row[0] in dirty or row[0] in hours_from_days:
-                    continue
-                key = (_bucket_of(row[0], scope.bucket), row[5] if group_col else None)
-                _add(aggs, key, Agg.from_row(row[1], row[2], row[3], row[4]))
+                dirty_days = {floor_to(h, DAY) for h in dirty}
+                day_runs = _runs([d for d in range(ceil_to(first_hour, DAY), floor_to(end_hour, DAY), DAY)
+                                  if d not in dirty_days])  # fmt: skip
+            for start, end in day_runs:
+                await add_rollups("d", start, end, set())
+            # Hour rollups only where no day rollup was read; dirty hours are read raw below.
+            for start, end in _gaps(first_hour, end_hour, day_runs):
+                await add_rollups("h", start, end, dirty)
             raw_ranges += [(h, h + HOUR) for h in sorted(dirty)]
             raw_ranges += [(since, first_hour), (end_hour, until)]
         else:
             raw_ranges.append((since, until))
-        cols = [M.ts, M.value] + ([M[group_col]] if group_col else [])
+        raw_cols = [M.ts, M.value] + ([M[group_col]] if group_col else [])
         for start, end in raw_ranges:
             start, end = max(start, since), min(end, until)
             if start >= end:
                 continue
-            for row in await conn.execute(sa.select(*cols).where(*_raw_where(scope, start, end))):
+            raw = sa.select(*raw_cols).where(*_raw_where(scope, start, end))
+            for row in await conn.execute(raw.execution_options(fieldlab_query="field.raw")):
                 key = (_bucket_of(row[0], scope.bucket), row[2] if group_col else None)
                 part = aggs.get(key)
                 if part is None:

@@ -16,6 +16,7 @@ from app.db import Database
 from app.field.rollups import DAY
 from app.ingest.schemas import METRICS
 from app.models import JsError, Measurement, Rollup, Site, table
+from app.search.store import prune_logs
 
 log = logging.getLogger(__name__)
 CHUNK = 5000
@@ -38,7 +39,7 @@ async def prune(db: Database, *, now_ms: int, raw_days: int, rollup_days: int) -
     m, e, r = table(Measurement), table(JsError), table(Rollup)
     async with db.read_engine.connect() as conn:
         site_ids = [row[0] for row in await conn.execute(sa.select(table(Site).c.id))]
-    removed = {"measurement": 0, "js_error": 0, "rollup": 0}
+    removed = {"measurement": 0, "js_error": 0, "rollup": 0, "log_event": 0}
     for site_id in site_ids:
         for metric in METRICS:
             where = [m.c.site_id == site_id, m.c.metric == metric, m.c.ts < raw_cutoff]
@@ -48,6 +49,8 @@ async def prune(db: Database, *, now_ms: int, raw_days: int, rollup_days: int) -
                          r.c.start_ms < rollup_cutoff]  # fmt: skip
                 removed["rollup"] += await _delete_before(db, r, where)
         removed["js_error"] += await _delete_before(db, e, [e.c.site_id == site_id, e.c.ts < raw_cutoff])
+    # Searchable log events (JS errors, synthetic failures, fieldlab's own) are raw data too.
+    removed["log_event"] = await prune_logs(db, cutoff_ms=raw_cutoff)
     if any(removed.values()):
         log.info("retention removed %s", removed)
     return removed

@@ -7,8 +7,11 @@ The percentile is the linear interpolation between closest ranks (PostgreSQL's
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
 from typing import Any
+
+from app.ingest.schemas import NavType
 
 # (good ≤ a, poor > b) per metric, from web.dev/vitals; CLS is unitless, the rest ms.
 THRESHOLDS: dict[str, tuple[float, float]] = {
@@ -19,6 +22,13 @@ THRESHOLDS: dict[str, tuple[float, float]] = {
     "TTFB": (800, 1800),
 }
 QUANTILES = {"p50": 0.50, "p75": 0.75, "p90": 0.90, "p95": 0.95}
+# Every value the ingest path can store in these segment columns (app/ingest/normalise.py and
+# the beacon schema; a unit test holds them together). Page groups are open-ended.
+SEGMENT_VALUES: dict[str, tuple[str, ...]] = {
+    "device": ("mobile", "tablet", "desktop"),
+    "nav": typing.get_args(NavType),
+    "connection": ("slow-2g", "2g", "3g", "4g", "unknown"),
+}
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -104,6 +104,7 @@ def decode_beacon(body: bytes, *, limits: Limits, site: SiteRules, client: Clien
         raise BeaconRejected(f"malformed JSON: {exc}") from None
     if isinstance(decoded, list):
         return _from_web_vitals(decoded, limits=limits, site=site, client=client, now_ms=now_ms)
+    _check_values(decoded, len(body), limits)
     return _from_page_view(decoded, limits=limits, site=site, client=client, now_ms=now_ms)
 
 
@@ -125,6 +126,40 @@ def _check_strings(value: Any, path: str, limits: Limits) -> None:
     elif isinstance(value, msgspec.Struct):
         for name in value.__struct_fields__:
             _check_strings(getattr(value, name), f"{path}.{name}", limits)
+
+
+def _within_limits(value: Any, max_string: int) -> bool:
+    """The fast check of the same rules as ``_check_strings``: a flat walk that builds no JSON
+    paths (``_check_strings`` runs only to name the field once this says no)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        kind = type(v)
+        if kind is str:
+            if len(v) > max_string:
+                return False
+        elif kind is float:
+            if not math.isfinite(v):
+                return False
+        elif kind is dict:
+            if any(len(k) > max_string for k in v):
+                return False
+            stack.extend(v.values())
+        elif kind is list or kind is tuple:
+            stack.extend(v)
+        elif isinstance(v, msgspec.Struct):
+            stack.extend(getattr(v, name) for name in v.__struct_fields__)
+    return True
+
+
+def _check_values(value: Any, body_size: int, limits: Limits) -> None:
+    # msgspec refuses numbers out of float range ("Number out of range - at `$.metrics.LCP`")
+    # and JSON has no NaN/Infinity, so decoded numbers are finite; what is left to check is
+    # string lengths, and a body no longer than the limit cannot hold a longer string.
+    if body_size <= limits.max_string:
+        return
+    if not _within_limits(value, limits.max_string):
+        _check_strings(value, "$", limits)  # raises, naming the JSON path
 
 
 def _present(struct: msgspec.Struct) -> dict[str, Any]:
@@ -168,7 +203,7 @@ def _common(
 
 
 def _from_page_view(pv: PageView, *, limits: Limits, site: SiteRules, client: Client, now_ms: int) -> Rows:
-    _check_strings(pv, "$", limits)
+    """``pv`` has passed ``_check_values``."""
     if len(pv.errors) > limits.max_errors:
         raise BeaconRejected(f"$.errors: {len(pv.errors)} errors, at most {limits.max_errors} allowed")
     values = _present(pv.metrics)

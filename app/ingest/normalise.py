@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 # --- URLs --------------------------------------------------------------------------------
@@ -16,6 +17,9 @@ class BadUrl(ValueError):
     pass
 
 
+# Pages repeat: the URL and page-group results are memoised (bounded), which saves the URL
+# parsing and the id regexes on most beacons. Allowlists must be hashable (SiteRules holds tuples).
+@lru_cache(maxsize=2048)
 def strip_url(url: str, allowlist: Sequence[str] = ()) -> tuple[str, str]:
     """Return (stored URL, path). Fragments always go; query parameters go unless allowlisted,
     because query strings carry emails, tokens and session ids that must not be stored."""
@@ -49,6 +53,7 @@ def _is_id(segment: str) -> bool:
     return has_digit and (bool(_HEX.match(segment)) or bool(_TOKEN.match(segment)))
 
 
+@lru_cache(maxsize=2048)
 def default_page_group(path: str) -> str:
     """Collapse ids and hashes so /product/123 and /product/456 are one group: /product/:id."""
     segments = [s for s in path.split("/") if s]
@@ -114,11 +119,18 @@ _BROWSERS = (
 )
 
 
+# The user-agent classifiers are regex scans (~40 us a beacon together) and real traffic has
+# few distinct user agents: results are memoised, in bounded caches.
+_UA_CACHE = 4096
+
+
+@lru_cache(maxsize=_UA_CACHE)
 def is_bot(user_agent: str) -> bool:
     """Crawlers, headless browsers and HTTP libraries: tagged and kept out of field figures."""
     return not user_agent or bool(_BOT.search(user_agent))
 
 
+@lru_cache(maxsize=_UA_CACHE)
 def device_class(user_agent: str, viewport_width: int | None = None) -> str:
     if _TABLET.search(user_agent):
         return "tablet"
@@ -132,6 +144,7 @@ def device_class(user_agent: str, viewport_width: int | None = None) -> str:
     return "desktop"
 
 
+@lru_cache(maxsize=_UA_CACHE)
 def browser_family(user_agent: str) -> str:
     for name, pattern in _BROWSERS:
         if pattern.search(user_agent):

@@ -8,6 +8,12 @@ themselves; ``batch_max_wait`` can add a small wait to grow them further).
 
 Rows are upserts keyed by (site, page view, metric), which makes a write idempotent: a client
 retrying after a 503 or a timeout cannot double count.
+
+The writer is pipelined: while one transaction commits, the next batch gathers in the queue, and
+it is written as soon as the commit returns. The rows go to the driver as plain tuples in one
+statement per table (SQLite: executemany; PostgreSQL: one INSERT ... SELECT FROM unnest(arrays),
+one round trip), not through SQLAlchemy's per-row parameter processing, which cost more than the
+database's own work.
 """
 
 from __future__ import annotations
@@ -20,13 +26,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import Database
 from app.ingest.decode import Rows
-from app.models import DirtyHour, JsError, Measurement, table
+from app.ingest.sqlite_writer import SqliteBatchThread, sqlite_path
+from app.models import DirtyHour, Measurement, table
 from app.observability import Metrics
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,7 @@ class WriterStopped(Exception):
 class _Pending:
     rows: Rows
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    queued_s: float = field(default_factory=time.monotonic)
 
 
 _REPLACED = ("value", "ts", "received_ms", "url", "page_group", "device", "nav", "connection",
@@ -72,10 +81,67 @@ def _mark_dirty(dialect: str) -> Any:
     )
 
 
-def _insert_errors(dialect: str) -> Any:
-    return _insert_for(dialect)(JsError).on_conflict_do_nothing(
-        index_elements=["site_id", "pageview_id", "seq"]
-    )
+_MEASUREMENT_COLUMNS = ("site_id", "pageview_id", "metric", "value", "ts", "received_ms", "url", "page_group",
+                        "device", "nav", "connection", "browser", "is_bot", "attribution")  # fmt: skip
+_MEASUREMENT_PG_TYPES = ("int4", "text", "text", "float8", "int8", "int8", "text", "text", "text", "text",
+                         "text", "text", "bool", "text")  # fmt: skip
+_ERROR_COLUMNS = ("site_id", "pageview_id", "seq", "ts", "message", "source", "line", "col", "stack", "url",
+                  "page_group", "device", "browser", "is_bot")  # fmt: skip
+_ERROR_PG_TYPES = ("int4", "text", "int4", "int8", "text", "text", "int4", "int4", "text", "text", "text",
+                   "text", "text", "bool")  # fmt: skip
+
+
+def _raw_insert(dialect: str, table_name: str, columns: tuple[str, ...], pg_types: tuple[str, ...],
+                conflict: str) -> str:  # fmt: skip
+    # Only this module's constant table and column names go into the text; values are parameters.
+    cols = ", ".join(columns)
+    if dialect != "postgresql":
+        return f"INSERT INTO {table_name} ({cols}) VALUES ({', '.join('?' * len(columns))}) {conflict}"  # noqa: S608
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(pg_types, 1))
+    picked = ", ".join(f"{c}::jsonb" if c == "attribution" else c for c in columns)
+    return f"INSERT INTO {table_name} ({cols}) SELECT {picked} FROM unnest({arrays}) AS t({cols}) {conflict}"  # noqa: S608
+
+
+def raw_upsert_measurements_sql(dialect: str) -> str:
+    replace = ", ".join(f"{c} = excluded.{c}" for c in _REPLACED)
+    return _raw_insert(dialect, "measurement", _MEASUREMENT_COLUMNS, _MEASUREMENT_PG_TYPES,
+                       f"ON CONFLICT (site_id, pageview_id, metric) DO UPDATE SET {replace}")  # fmt: skip
+
+
+def raw_insert_errors_sql(dialect: str) -> str:
+    return _raw_insert(dialect, "js_error", _ERROR_COLUMNS, _ERROR_PG_TYPES,
+                       "ON CONFLICT (site_id, pageview_id, seq) DO NOTHING")  # fmt: skip
+
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+def _measurement_tuple(m: dict[str, Any]) -> tuple[Any, ...]:
+    attribution = m["attribution"]
+    return (m["site_id"], m["pageview_id"], m["metric"], m["value"], m["ts"], m["received_ms"], m["url"],
+            m["page_group"], m["device"], m["nav"], m["connection"], m["browser"], m["is_bot"],
+            None if attribution is None else _encode_json(attribution).decode())  # fmt: skip
+
+
+def _error_tuple(e: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(e[c] for c in _ERROR_COLUMNS)
+
+
+async def _execute_rows(conn: AsyncConnection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    if conn.dialect.name == "postgresql":
+        # One statement, one round trip: each column goes as one array parameter.
+        await conn.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows, strict=True)))
+    else:
+        await conn.exec_driver_sql(sql, rows)  # a list of tuples: the driver's executemany
+
+
+# PostgreSQL marks go through SQLAlchemy (rare: only late rows); this names that statement.
+_DIRTY_MARKS = "dirty marks"
+_DIRTY_COLUMNS = ("site_id", "metric", "hour_ms", "marked_ms")
+_SQLITE_DIRTY_MARKS = (
+    "INSERT INTO dirty_hour (site_id, metric, hour_ms, marked_ms) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (site_id, metric, hour_ms) DO UPDATE SET marked_ms = excluded.marked_ms"
+)
 
 
 class GroupCommitWriter:
@@ -98,9 +164,13 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
         dialect = db.write_engine.dialect.name
-        self._upsert = upsert_measurements(dialect)
-        self._insert_errors = _insert_errors(dialect)
+        self._upsert_sql = raw_upsert_measurements_sql(dialect)
+        self._errors_sql = raw_insert_errors_sql(dialect)
         self._mark_dirty = _mark_dirty(dialect)
+        self._dirty_sql = _DIRTY_MARKS if dialect == "postgresql" else _SQLITE_DIRTY_MARKS
+        self._sqlite: SqliteBatchThread | None = None
+        self._conn: AsyncConnection | None = None
+        self._writing_since: float | None = None  # oldest beacon of the batch being committed
         self.last_error: str | None = None
 
     @property
@@ -108,10 +178,21 @@ class GroupCommitWriter:
         return self._queue.qsize()
 
     @property
+    def oldest_wait_s(self) -> float:
+        """How long the oldest beacon not yet committed has waited (0 when none): writer lag."""
+        waiting = [self._writing_since] if self._writing_since is not None else []
+        with contextlib.suppress(IndexError):
+            waiting.append(self._queue._queue[0].queued_s)  # type: ignore[attr-defined]  # peek
+        return max(0.0, time.monotonic() - min(waiting)) if waiting else 0.0
+
+    @property
     def healthy(self) -> bool:
         return self._accepting and self._task is not None and not self._task.done()
 
     def start(self) -> None:
+        path = sqlite_path(self._db.settings.database_url)
+        if path is not None:
+            self._sqlite = SqliteBatchThread(path, busy_timeout_ms=self._db.settings.sqlite_busy_timeout_ms)
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name="fieldlab-group-commit")
 
@@ -140,11 +221,18 @@ class GroupCommitWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
+        await self._close_connection()
 
     async def _take_batch(self) -> list[_Pending]:
         batch = [await self._queue.get()]
         rows = len(batch[0].rows.measurements)
-        if self._batch_max_wait_s > 0 and self._queue.qsize() < self._batch_max_rows:
+        # Pipelining: when beacons are already waiting (they gathered during the previous
+        # commit), write them now; waiting would only add latency. Only a beacon that came alone
+        # waits a little for company, so a trickle does not become one commit per beacon.
+        if self._batch_max_wait_s > 0 and self._queue.empty():
             await asyncio.sleep(self._batch_max_wait_s)
         while rows < self._batch_max_rows:
             try:
@@ -158,6 +246,7 @@ class GroupCommitWriter:
     async def _run(self) -> None:
         while True:
             batch = await self._take_batch()
+            self._writing_since = batch[0].queued_s
             try:
                 await self._commit(batch)
             except asyncio.CancelledError:
@@ -166,6 +255,7 @@ class GroupCommitWriter:
                         p.done.set_exception(WriterStopped())
                 raise
             finally:
+                self._writing_since = None
                 for _ in batch:
                     self._queue.task_done()
                 self._metrics.queue_depth.set(self._queue.qsize())
@@ -214,30 +304,61 @@ class GroupCommitWriter:
                 measurements[(m["site_id"], m["pageview_id"], m["metric"])] = m
             for e in p.rows.errors:
                 errors[(e["site_id"], e["pageview_id"], e["seq"])] = e
+        statements = self._statements(list(measurements.values()), list(errors.values()))
         started = time.perf_counter()
-        async with self._db.write_conn() as conn:
-            await self._write(conn, list(measurements.values()), list(errors.values()))
+        if self._sqlite is not None:
+            await self._sqlite.write(statements)
+        else:
+            try:
+                await self._transaction(statements)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # The held connection died (a database restart): one retry on a fresh one,
+                # as the pool's pre-ping would have done.
+                await self._transaction(statements)
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         return len(measurements)
 
-    async def _write(
-        self, conn: AsyncConnection, measurements: list[dict[str, Any]], errors: list[dict[str, Any]]
-    ) -> None:
+    async def _transaction(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        # The writer keeps one connection instead of a pool checkout per batch, which on
+        # PostgreSQL cost a pre-ping and a reset round trip each.
+        if self._conn is None or self._conn.closed:
+            self._conn = await self._db.write_engine.connect()
+        conn = self._conn
+        try:
+            async with conn.begin():
+                for sql, rows in statements:
+                    if sql == _DIRTY_MARKS:
+                        await conn.execute(
+                            self._mark_dirty, [dict(zip(_DIRTY_COLUMNS, r, strict=True)) for r in rows]
+                        )
+                    else:
+                        await _execute_rows(conn, sql, rows)
+        except BaseException:
+            await self._close_connection()
+            raise
+
+    async def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def _statements(
+        self, measurements: list[dict[str, Any]], errors: list[dict[str, Any]]
+    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = []
         if measurements:
-            await conn.execute(self._upsert, measurements)
+            statements.append((self._upsert_sql, [_measurement_tuple(m) for m in measurements]))
             # Rows for an hour that has already closed change what its rollup must say: mark it,
             # atomically with the rows, for the rollup job and for queries (app/field).
             now = int(time.time() * 1000)
             current_hour = now - now % _HOUR
             late = {(m["site_id"], m["metric"], m["ts"] - m["ts"] % _HOUR) for m in measurements}
-            marks = [
-                {"site_id": s, "metric": k, "hour_ms": h, "marked_ms": now}
-                for s, k, h in late
-                if h < current_hour
-            ]
+            marks = sorted((s, k, h, now) for s, k, h in late if h < current_hour)
             if marks:
-                await conn.execute(
-                    self._mark_dirty, sorted(marks, key=lambda r: (r["site_id"], r["metric"], r["hour_ms"]))
-                )
+                statements.append((self._dirty_sql, marks))
         if errors:
-            await conn.execute(self._insert_errors, errors)
+            statements.append((self._errors_sql, [_error_tuple(e) for e in errors]))
+        return statements

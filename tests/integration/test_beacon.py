@@ -18,7 +18,12 @@ from litestar.testing import AsyncTestClient
 
 from app.config import Settings
 from app.db import Database
+from app.ingest.decode import Rows
+from app.ingest.writer import GroupCommitWriter
+from app.models import Site
+from app.observability import Metrics
 from app.server import create_app
+from app.sites import SiteCache, SiteEntry, create_site
 from tests.conftest import ADMIN, BROWSER_UA, MOBILE_UA, beacon_headers, make_site
 
 Client = AsyncTestClient[Litestar]
@@ -348,3 +353,103 @@ async def test_demo_shop_carries_the_snippet_for_the_demo_site(settings: Setting
         assert r.status_code == 204
     async with AsyncTestClient(app=create_app(settings)) as off:
         assert (await off.get("/demo/")).status_code == 404
+
+
+# --- the fast path's parts, on both databases ------------------------------------------------
+
+
+def _rows(site_id: int, pageview: str, ts: int) -> Rows:
+    m = {"site_id": site_id, "pageview_id": pageview, "metric": "LCP", "value": 1200.0, "ts": ts,
+         "received_ms": ts, "url": "https://shop.example/", "page_group": "/", "device": "desktop",
+         "nav": "navigate", "connection": "4g", "browser": "chrome", "is_bot": False,
+         "attribution": {"element": "#hero", "renderDelay": 40.5}}  # fmt: skip
+    e = {"site_id": site_id, "pageview_id": pageview, "seq": 0, "ts": ts, "message": "boom", "source": "a.js",
+         "line": 1, "col": 2, "stack": "at a", "url": "https://shop.example/", "page_group": "/",
+         "device": "desktop", "browser": "chrome", "is_bot": False}  # fmt: skip
+    return Rows(measurements=[m], errors=[e])
+
+
+async def test_writer_stores_rows_errors_and_late_hour_marks(db: Database) -> None:
+    """The writer's driver-level statements (executemany / unnest arrays) store what the ORM
+    statements did: JSON attribution, errors, and a dirty mark for a closed hour only."""
+    site = await create_site(db=db, name="raw", origins=["https://shop.example"])
+    assert site.id is not None
+    writer = GroupCommitWriter(db, Metrics(), queue_max=10, batch_max_rows=100, batch_max_wait_s=0)
+    writer.start()
+    now = int(time.time() * 1000)
+    two_hours_ago = now - 2 * 3_600_000
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(
+                writer.submit(_rows(site.id, "fresh", now)),
+                writer.submit(_rows(site.id, "late", two_hours_ago)),
+            ),
+            30,
+        )
+    finally:
+        await writer.stop()
+    measured = {r["pageview_id"]: r for r in await rows(db)}
+    assert set(measured) == {"fresh", "late"}
+    attribution = measured["late"]["attribution"]
+    attribution = attribution if isinstance(attribution, dict) else json.loads(attribution)
+    assert attribution == {"element": "#hero", "renderDelay": 40.5}
+    assert measured["fresh"]["is_bot"] in (False, 0)
+    assert {r["pageview_id"] for r in await rows(db, "js_error")} == {"fresh", "late"}
+    async with db.read_engine.connect() as conn:
+        marks = (await conn.execute(sa.text("SELECT site_id, metric, hour_ms FROM dirty_hour"))).all()
+    assert [tuple(m) for m in marks] == [(site.id, "LCP", two_hours_ago - two_hours_ago % 3_600_000)]
+
+
+async def test_writer_pipelines_under_load_and_waits_only_for_a_lone_beacon(db: Database) -> None:
+    site = await create_site(db=db, name="pipe", origins=["https://shop.example"])
+    assert site.id is not None
+    metrics = Metrics()
+    # A long wait, so whether the writer waited is plain to see.
+    writer = GroupCommitWriter(db, metrics, queue_max=100, batch_max_rows=100, batch_max_wait_s=3.0)
+    writer.start()
+    now = int(time.time() * 1000)
+    try:
+        started = time.monotonic()
+        lone = writer.submit(_rows(site.id, "lone", now))
+        await asyncio.sleep(1.0)
+        assert not lone.done(), "a lone beacon waits up to batch_max_wait for company"
+        await asyncio.wait_for(lone, 30)
+        assert time.monotonic() - started >= 2.9
+        # Already waiting when the writer looks: written at once, in one transaction.
+        await asyncio.sleep(0)
+        busy = [writer.submit(_rows(site.id, f"busy-{i}", now)) for i in range(5)]
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*busy), 30)
+        assert time.monotonic() - started < 2.5
+    finally:
+        await writer.stop()
+    assert metrics.registry.get_sample_value("fieldlab_writer_batch_size_count") == 2
+
+
+async def test_site_cache_serves_stale_while_one_task_refreshes(db: Database) -> None:
+    site = await create_site(db=db, name="cached", origins=["https://old.example"])
+    loads = 0
+
+    class Counting(SiteCache):
+        async def _load(self, key: str) -> SiteEntry | None:
+            nonlocal loads
+            loads += 1
+            return await super()._load(key)
+
+    cache = Counting(db, ttl=0.2)
+    # Concurrent first requests share one load.
+    first = await asyncio.gather(*(cache.get(site.key) for _ in range(10)))
+    assert loads == 1
+    assert all(e is not None and e.allows("https://old.example") for e in first)
+    async with db.write() as session:
+        await session.exec(sa.update(Site).where(Site.id == site.id).values(origins=["https://new.example"]))  # type: ignore[call-overload]
+    await asyncio.sleep(0.3)  # expired
+    stale = await asyncio.gather(*(cache.get(site.key) for _ in range(10)))
+    assert all(e is not None and e.allows("https://old.example") for e in stale), "no request waited"
+    await asyncio.sleep(0.05)  # the one refresh lands
+    assert loads == 2
+    fresh = await cache.get(site.key)
+    assert fresh is not None
+    assert fresh.allows("https://new.example")
+    assert not fresh.allows("https://old.example")
+    assert await cache.get("no-such-key") is None

@@ -24,7 +24,9 @@ def third_party() -> Iterator[SiteServer]:
 
 @pytest.fixture(scope="session")
 async def pool() -> AsyncIterator[BrowserPool]:
-    """One warm browser shared by the tests that do not count processes."""
-    shared = BrowserPool()
+    """One warm browser shared by the tests that do not count processes. Without spare
+    contexts: one prepared in the background would show up in another test's count of
+    Chromium processes (test_probe_prewarm.py tests them with pools of its own)."""
+    shared = BrowserPool(prewarm=False)
     yield shared
     await shared.close()

@@ -156,3 +156,29 @@ async def test_kill_tree_and_close_leave_no_chromium(site: SiteServer) -> None:
     assert wait_until_gone(before) == set()
     assert not zombies(before)
     assert dead_singletons_since(dirs) == set()  # SIGKILL leaves /tmp/org.chromium.Chromium.*
+
+
+async def test_killing_or_closing_one_pool_leaves_another_alone(site: SiteServer) -> None:
+    """Each pool kills only its own browser tree, though all of them (and a Lighthouse audit's
+    Chromium) are Chromium processes below this same Python process."""
+    site.html("/", "<h1>x</h1>")
+    before = chromium_pids()
+    keep, other = BrowserPool(), BrowserPool()
+    try:
+        for pool in (keep, other):
+            async with pool.context(base_url=site.url) as ctx:
+                await ctx.pages[0].goto("/")
+        assert keep.pid is not None
+        tree = {p.pid for p in procs.descendants(keep.pid)} | {keep.pid}
+        await other.kill_tree()
+        async with other.context(base_url=site.url) as ctx:  # relaunched
+            await ctx.pages[0].goto("/")
+        await other.close()
+        assert tree <= chromium_pids()  # every process of the kept browser still runs
+        async with keep.context(base_url=site.url) as ctx:
+            await ctx.pages[0].goto("/")
+        assert keep.generation == 1  # the same browser served it: never relaunched
+    finally:
+        await keep.close()
+        await other.close()
+    assert wait_until_gone(before) == set()

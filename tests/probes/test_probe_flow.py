@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,11 @@ async def test_three_step_flow_timings_vitals_resources_errors(
     for s in r["steps"]:
         assert s["status"] == "passed"
         assert s["duration_ms"] > 0
-        assert (tmp_path / s["screenshot"]).read_bytes().startswith(b"\x89PNG")
+        assert s["screenshot"].endswith(".jpg")
+        shot = (tmp_path / s["screenshot"]).read_bytes()
+        assert shot.startswith(b"\xff\xd8\xff")
+        assert shot.endswith(b"\xff\xd9")
+        assert len(shot) > 2000  # a rendered page, not a blank frame
     home, product, cart = r["steps"]
 
     # Lab vitals: load metrics per navigation, CLS of the shifting page, INP of the slow click.
@@ -159,10 +164,32 @@ async def test_failing_flow_keeps_screenshot_and_trace(
         assert f"attempt-{n}/failure.png" in result.artifacts
         assert f"attempt-{n}/trace.zip" in result.artifacts
         assert (tmp_path / f"attempt-{n}/failure.png").read_bytes().startswith(b"\x89PNG")
-        with zipfile.ZipFile(tmp_path / f"attempt-{n}/trace.zip") as trace:
-            assert any(name.endswith(".trace") for name in trace.namelist())
+    # The first attempt's trace is light (the flow's actions with timings and call logs); the
+    # retry, made because the check failed, records DOM snapshots and the screencast too.
+    light, full = (_trace_events(tmp_path / f"attempt-{n}/trace.zip") for n in (1, 2))
+    for events in (light, full):
+        read = [e for e in events["before"] if e.get("params", {}).get("selector") == "#price"]
+        assert [e["method"] for e in read] == ["innerText"]
+        assert any("12 EUR" in e["message"] for e in events["log"])
+    assert "frame-snapshot" not in light
+    assert "screencast-frame" not in light
+    assert full["frame-snapshot"]
+    assert full["screencast-frame"]
     # The failed step still reports the page it was on.
     assert [n.url for n in opened.navigations] == [f"{site.url}/"]
+
+
+def _trace_events(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """A trace zip's events by type."""
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    with zipfile.ZipFile(path) as trace:
+        for name in trace.namelist():
+            if name.endswith(".trace"):
+                for line in trace.read(name).decode().splitlines():
+                    if line.strip():
+                        event = json.loads(line)
+                        by_type.setdefault(event["type"], []).append(event)
+    return by_type
 
 
 async def test_passing_on_retry_is_flaky(pool: BrowserPool, site: SiteServer, tmp_path: Path) -> None:
@@ -188,7 +215,7 @@ async def test_passing_on_retry_is_flaky(pool: BrowserPool, site: SiteServer, tm
     assert result.attempt_errors == ["attempt 1: step 'load': state is not ready"]
     assert [s.status for s in result.steps] == ["passed"]
     assert "attempt-1/trace.zip" in result.artifacts
-    assert "attempt-2/step-01-load.png" in result.artifacts
+    assert "attempt-2/step-01-load.jpg" in result.artifacts
     assert not (tmp_path / "attempt-2/trace.zip").exists()  # traces are kept for failures only
 
 

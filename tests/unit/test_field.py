@@ -209,3 +209,31 @@ def test_summarise_shares_sum_to_one_and_match_counts(metric: str, data: list[fl
     assert out["p50"] <= out["p75"] <= out["p90"] <= out["p95"]
     assert xs[0] - 0.1 <= out["p50"]
     assert out["p95"] <= xs[-1] + 0.1
+
+
+def test_segment_values_are_every_value_ingest_can_store() -> None:
+    """group_by on device/nav/connection reads the rollup cells of these lists only, so a value
+    the ingest path can store but the list lacks would silently vanish from group_by answers."""
+    import typing
+
+    from app.api import field as api
+    from app.field.stats import SEGMENT_VALUES
+    from app.ingest import normalise
+    from app.ingest.schemas import NavType
+
+    user_agents = [
+        "", "curl/8.0", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148",
+        "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X)", "Mozilla/5.0 (Linux; Android 14; SM-X200)",
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) Mobile Safari/537.36", "Mozilla/5.0 (X11; Linux x86_64)",
+        "SomeApp/1.0",
+    ]  # fmt: skip
+    devices = {normalise.device_class(ua, width) for ua in user_agents for width in (None, 360, 900, 1400)}
+    assert devices == set(SEGMENT_VALUES["device"])
+    connections = {
+        normalise.connection_type(t) for t in ("slow-2g", "2g", "3g", "4g", "5g", "", None, "wifi")
+    }
+    assert connections == set(SEGMENT_VALUES["connection"])
+    assert set(SEGMENT_VALUES["nav"]) == set(typing.get_args(NavType))
+    # The API accepts exactly these as filters.
+    for name, literal in (("device", api.Device), ("nav", api.Nav), ("connection", api.Connection)):
+        assert set(typing.get_args(literal)) == set(SEGMENT_VALUES[name]), name

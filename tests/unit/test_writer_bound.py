@@ -107,8 +107,17 @@ async def test_queue_is_bounded_while_the_database_is_busy(
         assert writer.depth == 3
         assert not any(f.done() for f in [first, *queued])
 
+        # Writer lag (a self-alert): the first beacon has waited since it was submitted.
+        await asyncio.sleep(0.2)
+        assert writer.oldest_wait_s >= 0.2
+
         holder.execute("COMMIT")  # the database is free again: everything queued commits
         await asyncio.wait_for(asyncio.gather(first, *queued), 20)
+        for _ in range(100):  # the writer clears its mark just after answering the batch
+            if writer.oldest_wait_s == 0.0:
+                break
+            await asyncio.sleep(0.01)
+        assert writer.oldest_wait_s == 0.0
         assert set(await stored(db)) == {(f"pv-{i}", "LCP") for i in range(4)}
         # batch_max_rows=1: one beacon per transaction
         assert sample(metrics, "fieldlab_writer_batch_size_count") == 4

@@ -1,0 +1,129 @@
+"""Budgets in the server: record each evaluation, advance the alert states, notify.
+
+Two triggers feed it: the ``budgets`` periodic job evaluates every site's field budgets every
+FIELDLAB_BUDGET_EVAL_INTERVAL_S, and the check scheduler calls :meth:`BudgetService.on_run` when
+a synthetic run has been stored. What a budget *is* comes from an :class:`Evaluator`: it turns a
+site's field data or a finished run into verdicts (the pure ``evaluate()`` over the budget file).
+Without one, both triggers do nothing, and callers with verdicts of their own (the API, the CI
+gate's upload) use :meth:`BudgetService.record` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from app.budgets import store
+from app.budgets.alerts import AlertEvent, AlertPolicy
+from app.budgets.notify import Notifier, payload_for
+from app.budgets.verdict import Verdict
+from app.config import Settings
+from app.db import Database, now_ms
+from app.models import Check, CheckRun, Site
+from app.sites import list_sites
+
+log = logging.getLogger("fieldlab.budgets")
+
+
+class Evaluator(Protocol):
+    async def field_verdicts(self, *, db: Database, site: Site, now_ms: int) -> list[Verdict]: ...
+
+    async def run_verdicts(self, *, db: Database, check: Check, run: CheckRun) -> list[Verdict]: ...
+
+
+def policy_from(settings: Settings) -> AlertPolicy:
+    return AlertPolicy(
+        k=settings.alert_k, n=settings.alert_n, renotify_ms=int(settings.alert_renotify_s * 1000)
+    )
+
+
+class BudgetService:
+    def __init__(
+        self, *, db: Database, settings: Settings, notifier: Notifier, evaluator: Evaluator | None = None
+    ) -> None:
+        self.db = db
+        self.policy = policy_from(settings)
+        self.notifier = notifier
+        self.evaluator = evaluator
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def record(
+        self,
+        scope: str,
+        verdicts: Sequence[Verdict],
+        *,
+        run_id: int | None = None,
+        at_ms: int | None = None,
+        background: bool = False,
+    ) -> list[AlertEvent]:
+        """Store verdicts as the scope's latest evaluation and notify on state changes (with
+        ``background``, without waiting for the webhooks)."""
+        recorded = await store.record_verdicts(
+            db=self.db,
+            scope=scope,
+            verdicts=verdicts,
+            policy=self.policy,
+            payload_for=payload_for,
+            at_ms=at_ms,
+            run_id=run_id,
+        )
+        if not recorded.deliveries:
+            return recorded.events
+        if background:
+            task = asyncio.create_task(self.notifier.send(recorded.deliveries))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        else:
+            await self.notifier.send(recorded.deliveries)
+        return recorded.events
+
+    async def periodic(self) -> None:
+        """The ``budgets`` job: send notifications a stopped process left pending, then judge
+        every site's field budgets."""
+        resent = await self.notifier.resend_stale(now_ms=now_ms())
+        if resent:
+            log.info("sent %d notification(s) left pending", resent)
+        await self.evaluate_field()
+
+    async def evaluate_field(self) -> int:
+        """The periodic job: every site's field budgets. Returns how many verdicts were stored."""
+        if self.evaluator is None:
+            return 0
+        stored = 0
+        at = now_ms()
+        for site in await list_sites(db=self.db):
+            try:
+                verdicts = await self.evaluator.field_verdicts(db=self.db, site=site, now_ms=at)
+            except Exception:
+                log.exception("field budgets of site %s could not be evaluated", site.name)
+                continue
+            if verdicts:
+                await self.record(f"site:{site.id}", verdicts, at_ms=at)
+                stored += len(verdicts)
+        return stored
+
+    async def on_run(self, check: Check, run: CheckRun) -> None:
+        """The scheduler's hook after a run is stored. Never raises: a budget problem must not
+        turn a finished run into an error."""
+        if self.evaluator is None or run.status in ("skipped", "running"):
+            return
+        try:
+            verdicts = await self.evaluator.run_verdicts(db=self.db, check=check, run=run)
+            if verdicts:
+                # Judged in run order, right away; a slow webhook must not hold the check's run
+                # slot (the next scheduled run would be skipped), so sending goes on behind.
+                await self.record(f"check:{check.id}", verdicts, run_id=run.id, background=True)
+        except Exception:
+            log.exception("budgets of check %s run %s could not be evaluated", check.name, run.id)
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Let notifications in flight finish for a moment; any cut short stay pending in the
+        delivery log and the next ``budgets`` job sends them."""
+        if self._sending:
+            _, late = await asyncio.wait(self._sending, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self.notifier.close()

@@ -1,0 +1,139 @@
+// Draws the charts of a page from the JSON the server embedded in it; the same numbers are in
+// the page's tables, so nothing is lost without JavaScript.
+import uPlot from 'uplot';
+
+const COLORS = {good: '#0a7a3e', needs_improvement: '#9a4f00', poor: '#b42318', line: '#0b57d0'};
+
+function fmt(metric, v) {
+  if (v == null) return '–';
+  if (metric === 'CLS') return v.toFixed(3);
+  return v >= 1000 ? (v / 1000).toFixed(2) + ' s' : Math.round(v) + ' ms';
+}
+
+// Dashed horizontal lines at the good and poor thresholds, drawn under the series.
+function thresholdLines(thresholds) {
+  return (u) => {
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.setLineDash([4, 4]);
+    ctx.lineWidth = 1;
+    [[thresholds[0], COLORS.good], [thresholds[1], COLORS.poor]].forEach(([value, color]) => {
+      const y = u.valToPos(value, 'y', true);
+      if (y < u.bbox.top || y > u.bbox.top + u.bbox.height) return;
+      ctx.strokeStyle = color;
+      ctx.beginPath();
+      ctx.moveTo(u.bbox.left, y);
+      ctx.lineTo(u.bbox.left + u.bbox.width, y);
+      ctx.stroke();
+    });
+    ctx.restore();
+  };
+}
+
+// A grey vertical line with the commit at each deploy marker inside the chart's range.
+function deployLines(markers) {
+  return (u) => {
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.strokeStyle = '#57606a';
+    ctx.fillStyle = '#57606a';
+    ctx.lineWidth = 1;
+    ctx.font = `${10 * devicePixelRatio}px system-ui, sans-serif`;
+    for (const m of markers) {
+      const x = u.valToPos(m.t, 'x', true);
+      if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+      ctx.beginPath();
+      ctx.moveTo(x, u.bbox.top);
+      ctx.lineTo(x, u.bbox.top + u.bbox.height);
+      ctx.stroke();
+      ctx.fillText(m.label, x + 3, u.bbox.top + 10 * devicePixelRatio);
+    }
+    ctx.restore();
+  };
+}
+
+// Solid purple lines at the chart's budget levels (warn thinner than fail).
+function budgetLines(budget) {
+  return (u) => {
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.strokeStyle = '#8250df';
+    for (const [level, lineWidth] of [['warn', 1], ['fail', 2]]) {
+      if (budget[level] == null) continue;
+      const y = u.valToPos(budget[level], 'y', true);
+      if (y < u.bbox.top || y > u.bbox.top + u.bbox.height) continue;
+      ctx.lineWidth = lineWidth * devicePixelRatio;
+      ctx.beginPath();
+      ctx.moveTo(u.bbox.left, y);
+      ctx.lineTo(u.bbox.left + u.bbox.width, y);
+      ctx.stroke();
+    }
+    ctx.restore();
+  };
+}
+
+function width(el) {
+  return Math.max(240, el.clientWidth || 480);
+}
+
+function trend(el, c, markers) {
+  const top = Math.max(c.thresholds[1] * 1.1, c.budget && c.budget.fail ? c.budget.fail * 1.1 : 0, ...c.y.filter((v) => v != null));
+  return new uPlot(
+    {
+      width: width(el),
+      height: 200,
+      scales: {x: {time: true}, y: {range: [0, top]}},
+      axes: [{}, {values: (u, ticks) => ticks.map((t) => fmt(c.metric, t)), size: 60}],
+      series: [
+        {},
+        {label: `p75 ${c.metric}`, stroke: COLORS.line, width: 2, spanGaps: false,
+         value: (u, v) => fmt(c.metric, v), points: {show: c.x.length < 60}},
+      ],
+      hooks: {drawAxes: [thresholdLines(c.thresholds), budgetLines(c.budget || {}), deployLines(markers)]},
+      legend: {show: true},
+    },
+    [c.x, c.y],
+    el,
+  );
+}
+
+function histogram(el, h) {
+  const x = h.bins.map((_, i) => i);
+  const band = (name) => h.bins.map((b) => (b.rating === name ? b.count : null));
+  const bars = uPlot.paths.bars({size: [0.9, 40]});
+  const series = ['good', 'needs_improvement', 'poor'].map((name) => ({
+    label: name.replace('_', ' '), fill: COLORS[name], stroke: COLORS[name], paths: bars, points: {show: false},
+  }));
+  return new uPlot(
+    {
+      width: width(el),
+      height: 200,
+      scales: {x: {time: false, range: [-0.5, x.length - 0.5]}},
+      axes: [
+        {values: (u, ticks) => ticks.map((t) => (h.bins[t] ? fmt(h.metric, h.bins[t].from) : ''))},
+        {size: 50},
+      ],
+      series: [{}, ...series],
+    },
+    [x, band('good'), band('needs_improvement'), band('poor')],
+    el,
+  );
+}
+
+function main() {
+  const data = document.getElementById('chart-data');
+  if (!data) return;
+  const spec = JSON.parse(data.textContent);
+  const charts = [];
+  for (const c of spec.trends || []) {
+    const el = document.querySelector(`[data-chart="${c.metric}"]`);
+    if (el && c.x.length) charts.push([el, trend(el, c, spec.markers || [])]);
+  }
+  const histEl = document.querySelector('[data-chart="histogram"]');
+  if (histEl && spec.histogram && spec.histogram.bins.length) charts.push([histEl, histogram(histEl, spec.histogram)]);
+  addEventListener('resize', () => {
+    for (const [el, u] of charts) u.setSize({width: width(el), height: 200});
+  });
+}
+
+main();

@@ -1,0 +1,108 @@
+"""Template helpers: how numbers, ratings, times and sparklines look. Pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from app.field.stats import THRESHOLDS, rating
+
+RATING_LABEL = {"good": "good", "needs_improvement": "needs improvement", "poor": "poor", "none": "no data"}
+NO_VALUE = "\u2013"  # an en dash: no data
+
+
+def value(metric: str, v: float | None) -> str:
+    if v is None:
+        return NO_VALUE
+    if metric == "CLS":
+        return f"{v:.3f}"
+    return f"{v / 1000:.2f} s" if v >= 1000 else f"{round(v)} ms"
+
+
+def rating_of(metric: str, v: float | None) -> str:
+    return "none" if v is None else rating(metric, v)
+
+
+def share(v: float | None) -> str:
+    return NO_VALUE if v is None else f"{v * 100:.0f} %"
+
+
+def when(ms: int | None, bucket: str | None = "hour") -> str:
+    if ms is None:
+        return NO_VALUE
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%d %H:%M") if bucket == "hour" else moment.strftime("%Y-%m-%d")
+
+
+def sparkline(metric: str, values: Sequence[float | None], width: int = 120, height: int = 28) -> str:
+    """SVG polyline points, scaled from 0 to the larger of the data and the poor threshold so a
+    flat good line reads as good. Empty when there are fewer than two values."""
+    present = [(i, v) for i, v in enumerate(values) if v is not None]
+    if len(present) < 2:
+        return ""
+    top = max(max(v for _, v in present), THRESHOLDS[metric][1]) or 1.0
+    step = width / max(1, len(values) - 1)
+    return " ".join(f"{i * step:.1f},{height - 2 - (v / top) * (height - 4):.1f}" for i, v in present)
+
+
+def sparkline_plain(values: Sequence[float], width: int = 120, height: int = 28) -> str:
+    """SVG polyline points from 0 to the largest value (durations, counts)."""
+    if len(values) < 2:
+        return ""
+    top = max(values) or 1.0
+    step = width / (len(values) - 1)
+    return " ".join(
+        f"{i * step:.1f},{height - 2 - (v / top) * (height - 4):.1f}" for i, v in enumerate(values)
+    )
+
+
+STATUS_CLASS = {"passed": "good", "flaky": "needs_improvement", "failed": "poor", "error": "poor",
+                "timed-out": "poor"}  # fmt: skip
+
+
+def duration(ms: float | None) -> str:
+    if ms is None:
+        return NO_VALUE
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{round(ms)} ms"
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return NO_VALUE
+    return f"{n / 1_048_576:.1f} MB" if n >= 1_048_576 else f"{n / 1024:.1f} KB"
+
+
+def worst_score(row: dict[str, Any]) -> float:
+    """How far the worst vital of a page group is past its good threshold (1.0 = at it)."""
+    scores = [row[m] / THRESHOLDS[m][0] for m in ("LCP", "INP", "CLS") if row.get(m) is not None]
+    return max(scores) if scores else -1.0
+
+
+def sort_groups(rows: list[dict[str, Any]], key: str, descending: bool) -> list[dict[str, Any]]:
+    if key == "group":
+        return sorted(rows, key=lambda r: str(r["group"]), reverse=descending)
+    if key == "views":
+        return sorted(rows, key=lambda r: int(r["views"]), reverse=descending)
+    if key in ("LCP", "INP", "CLS"):
+        # Groups without the metric go last whichever way the column is sorted.
+        have = sorted(
+            (r for r in rows if r.get(key) is not None), key=lambda r: float(r[key]), reverse=descending
+        )
+        return have + [r for r in rows if r.get(key) is None]
+    return sorted(rows, key=worst_score, reverse=descending)
+
+
+def register(env: Any) -> None:
+    """Jinja filters and globals (TemplateConfig's engine callback)."""
+    env.filters["vital"] = lambda v, metric: value(metric, v)
+    env.filters["share"] = share
+    env.filters["when"] = when
+    env.globals["rating_of"] = rating_of
+    env.globals["rating_label"] = RATING_LABEL
+    env.globals["sparkline"] = sparkline
+    env.globals["thresholds"] = THRESHOLDS
+    env.globals["sparkline_plain"] = sparkline_plain
+    env.globals["status_class"] = lambda status: STATUS_CLASS.get(status, "none")
+    env.filters["duration"] = duration
+    env.filters["size"] = size

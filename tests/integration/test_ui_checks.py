@@ -1,0 +1,146 @@
+"""The dashboard's Checks pages on SQLite and PostgreSQL: list with status, run history, run
+detail (waterfall, lab vitals, resources, console errors, screenshots, artifacts), Run now for
+admins only, and what a site-limited sign-in may see. Runs are stored as the probes write them
+(probes.results dataclasses through app.checks.finish_run)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app import checks as check_data
+from app.config import Settings
+from app.db import Database
+from app.server import create_app
+from app.sites import create_site, create_token
+from probes.collect import Resources
+from probes.results import FlowResult, StepResult
+from probes.vitals import Navigation
+from tests.conftest import ADMIN
+from tests.integration.ui_data import csrf_of, sign_in
+
+Client = AsyncTestClient[Litestar]
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def flow_result(start: int) -> dict[str, Any]:
+    resources = Resources()
+    resources.add("script", 40_000, None)
+    resources.add("image", 120_000, "cdn.example")
+    steps = [
+        StepResult(name="home", started_at=start, duration_ms=800.0, screenshot="home.png",
+                   navigations=[Navigation(url="https://shop.example/", kind="navigation",
+                                           vitals={"TTFB": 90.0, "FCP": 400.0, "LCP": 1200.0, "CLS": 0.01})],
+                   resources=resources),
+        StepResult(name="add to cart", status="failed", started_at=start + 800, duration_ms=1200.0,
+                   error="locator #buy not found",
+                   console_errors=[{"type": "pageerror", "text": "TypeError: cart is undefined", "url": None}]),
+    ]  # fmt: skip
+    result = FlowResult(status="failed", started_at=start, base_url="https://shop.example", device="desktop",
+                        throttling="none", duration_ms=2000.0, attempts=1, steps=steps, artifacts=["trace.zip"])  # fmt: skip
+    return result.to_dict()
+
+
+@pytest.fixture
+async def checks_app(
+    settings: Settings, tmp_path: Path
+) -> AsyncIterator[tuple[Client, Database, dict[str, int]]]:
+    settings = replace(settings, data_dir=str(tmp_path / "data"), scheduler=False)
+    app = create_app(settings)
+    db = Database(settings)
+    shop = await create_site(db=db, name="shop", origins=["https://shop.example"])
+    other = await create_site(db=db, name="other", origins=["https://other.example"])
+    assert shop.id is not None
+    ids: dict[str, int] = {"shop": shop.id}
+    for name, site in (("shop flow", shop), ("other audit", other)):
+        async with db.write() as session:
+            check = check_data.Check(name=name, kind="flow", target="https://shop.example", site_id=site.id,
+                                     interval_s=300, created_ms=0)  # fmt: skip
+            session.add(check)
+        assert check.id is not None
+        ids[name] = check.id
+    ok = await check_data.start_run(db=db, check_id=ids["shop flow"], trigger="schedule")
+    assert ok.id is not None
+    await check_data.finish_run(
+        db=db, run_id=ok.id, status="passed", result={"steps": [], "status": "passed"}
+    )
+    run = await check_data.start_run(db=db, check_id=ids["shop flow"], trigger="manual")
+    assert run.id is not None
+    await check_data.finish_run(db=db, run_id=run.id, status="failed", result=flow_result(run.started_ms),
+                                error="step 'add to cart' failed")  # fmt: skip
+    ids["run"] = run.id
+    artifacts = tmp_path / "data" / "artifacts" / str(run.id)
+    artifacts.mkdir(parents=True)
+    (artifacts / "home.png").write_bytes(PNG)
+    (artifacts / "trace.zip").write_bytes(b"PK\x05\x06" + b"\x00" * 18)
+    (artifacts / "secret.txt").write_text("not listed in the result")
+    async with AsyncTestClient(app=app, base_url="http://127.0.0.1:8000") as client:
+        client.follow_redirects = False
+        yield client, db, ids
+    await db.dispose()
+
+
+async def test_checks_list_history_and_run_detail(checks_app: Any) -> None:
+    client, _, ids = checks_app
+    await sign_in(client, ADMIN)
+    listing = (await client.get("/ui/checks")).text
+    assert re.search(r'data-check="shop flow">.*?badge poor">failed<', listing, re.S)
+    assert "never run" in listing  # the other check
+    history = (await client.get(f"/ui/checks/{ids['shop flow']}")).text
+    assert history.count('<a href="/ui/runs/') == 2
+    assert "Run now" in history
+    detail = await client.get(f"/ui/runs/{ids['run']}")
+    assert detail.status_code == 200
+    text = detail.text
+    assert re.search(r'data-step="home">.*?800 ms.*?width: 40\.0%', text, re.S)
+    assert re.search(r'data-step="add to cart">.*?left: 40\.0%; width: 60\.0%', text, re.S)
+    assert "locator #buy not found" in text
+    assert "1.20 s" in text  # lab LCP of the home step
+    assert "TypeError: cart is undefined" in text
+    assert "156.2 KB" in text  # 40 000 + 120 000 bytes
+    shot = await client.get(f"/ui/runs/{ids['run']}/artifacts/home.png")
+    assert shot.status_code == 200
+    assert shot.headers["content-type"] == "image/png"
+    trace = await client.get(f"/ui/runs/{ids['run']}/artifacts/trace.zip")
+    assert trace.status_code == 200
+    assert trace.headers["content-disposition"].startswith("attachment")
+    for bad in ("secret.txt", "../../../etc/passwd", "%2e%2e/secret.txt"):
+        assert (await client.get(f"/ui/runs/{ids['run']}/artifacts/{bad}")).status_code == 404, bad
+    assert (await client.get("/ui/runs/999999")).status_code == 404
+
+
+async def test_run_now_is_for_admins_and_site_limits_apply(checks_app: Any) -> None:
+    client, db, ids = checks_app
+    _, read = await create_token(db=db, scope="read", site_id=ids["shop"])
+    await sign_in(client, read)
+    listing = (await client.get("/ui/checks")).text
+    assert 'data-check="shop flow"' in listing
+    assert 'data-check="other audit"' not in listing
+    assert (await client.get(f"/ui/checks/{ids['other audit']}")).status_code == 403
+    history = await client.get(f"/ui/checks/{ids['shop flow']}")
+    assert "Run now" not in history.text
+    r = await client.post(f"/ui/checks/{ids['shop flow']}/run", data={"_csrf_token": csrf_of(history.text)})
+    assert r.status_code == 403
+    runs = await check_data.list_runs(db=db, check_id=ids["shop flow"])
+    assert len(runs) == 2  # nothing started
+
+
+async def test_page_groups_show_the_latest_lab_numbers_beside_the_field(checks_app: Any) -> None:
+    client, _, ids = checks_app
+    await sign_in(client, ADMIN)
+    page = (await client.get(f"/ui/sites/{ids['shop']}/pages")).text
+    row = re.search(r'<tr data-group="/">(.*?)</tr>', page, re.S)
+    assert row, "the lab-only route gets a row"
+    lab = re.search(r"<td data-lab>(.*?)</td>", row[1], re.S)
+    assert lab
+    assert f'href="/ui/runs/{ids["run"]}"' in lab[1]
+    text = re.sub(r"<[^>]+>", "", lab[1])
+    assert "LCP 1.20 s" in text
+    assert "CLS 0.010" in text
