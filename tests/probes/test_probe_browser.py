@@ -169,12 +169,15 @@ async def test_killing_or_closing_one_pool_leaves_another_alone(site: SiteServer
             async with pool.context(base_url=site.url) as ctx:
                 await ctx.pages[0].goto("/")
         assert keep.pid is not None
-        tree = {p.pid for p in procs.descendants(keep.pid)} | {keep.pid}
+        kept_pid = keep.pid
         await other.kill_tree()
         async with other.context(base_url=site.url) as ctx:  # relaunched
             await ctx.pages[0].goto("/")
         await other.close()
-        assert tree <= chromium_pids()  # every process of the kept browser still runs
+        # The kept browser's main process still runs. (Not its whole tree: a closed context's
+        # renderer may exit on its own at any moment.)
+        assert kept_pid in chromium_pids()
+        assert keep.pid == kept_pid
         async with keep.context(base_url=site.url) as ctx:
             await ctx.pages[0].goto("/")
         assert keep.generation == 1  # the same browser served it: never relaunched
