@@ -19,16 +19,12 @@ from app.budgets.regress import Thresholds
 from app.budgets.service import BudgetService
 from app.budgets.verdict import Status, Verdict
 from app.db import now_ms
-from app.models import DeployMarker, Webhook, WebhookDelivery
+from app.models import Webhook, WebhookDelivery
 
 
 def budget_service(request: Request[Any, Any, Any]) -> BudgetService:
     svc: BudgetService = request.app.state.budgets
     return svc
-
-
-def _iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ms(value: datetime) -> int:
@@ -47,18 +43,6 @@ class MarkerIn(msgspec.Struct):
     branch: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     time: datetime | None = None  # ISO 8601; default: now
     message: Annotated[str, msgspec.Meta(max_length=1000)] = ""
-
-
-def marker_out(m: DeployMarker) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "site_id": m.site_id,
-        "commit": m.commit_sha,
-        "branch": m.branch,
-        "message": m.message,
-        "time": _iso(m.ts),
-        "ts": m.ts,
-    }
 
 
 async def _site(request: Request[Any, Any, Any], site_id: int) -> None:
@@ -94,7 +78,7 @@ async def add_marker(request: Request[Any, Any, Any], site_id: int, data: Marker
         )
     except sites.InvalidInput as exc:
         raise _bad(exc) from None
-    return marker_out(marker)
+    return store.marker_dict(marker)
 
 
 @get("/api/v1/sites/{site_id:int}/markers", guards=[require_read], tags=["budgets"])
@@ -116,7 +100,7 @@ async def list_markers(
         branch=branch,
         limit=limit,
     )
-    return [marker_out(m) for m in rows]
+    return [store.marker_dict(m) for m in rows]
 
 
 # --- regressions ------------------------------------------------------------------------------
@@ -271,7 +255,7 @@ async def status_history(
         limit=limit,
     )
     return [
-        r.model_dump(exclude={"limit_value"}) | {"limit": r.limit_value, "at": _iso(r.evaluated_ms)}
+        r.model_dump(exclude={"limit_value"}) | {"limit": r.limit_value, "at": store.iso_ms(r.evaluated_ms)}
         for r in rows
     ]
 
@@ -289,7 +273,7 @@ async def alert_states(
             "summary": a.summary,
             "last_status": a.last_status,
             "bands": a.bands,
-            "updated": _iso(a.updated_ms),
+            "updated": store.iso_ms(a.updated_ms),
         }
         for a in await store.alert_states(db=services(request).db, scope=scope_)
     ]
@@ -315,12 +299,12 @@ def webhook_out(h: Webhook) -> dict[str, Any]:
         "scope": h.scope,
         "signed": bool(h.secret),
         "enabled": h.enabled,
-        "created": _iso(h.created_ms),
+        "created": store.iso_ms(h.created_ms),
     }
 
 
 def delivery_out(d: WebhookDelivery) -> dict[str, Any]:
-    return d.model_dump() | {"created": _iso(d.created_ms), "finished": _iso(d.finished_ms)}
+    return d.model_dump() | {"created": store.iso_ms(d.created_ms), "finished": store.iso_ms(d.finished_ms)}
 
 
 @post("/api/v1/webhooks", guards=[require_admin], status_code=HTTP_201_CREATED, tags=["budgets"])

@@ -35,10 +35,6 @@ def _parse_time(value: str | None) -> str | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat()
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
 # --- over the API ---------------------------------------------------------------------------
 
 
@@ -140,15 +136,7 @@ def add(
             )
         except site_data.InvalidInput as exc:
             raise MarkerError(str(exc)) from None
-        return {
-            "id": m.id,
-            "site_id": m.site_id,
-            "commit": m.commit_sha,
-            "branch": m.branch,
-            "message": m.message,
-            "time": _iso(m.ts),
-            "ts": m.ts,
-        }
+        return store.marker_dict(m)
 
     result: dict[str, Any] = _local(settings, insert)
     return result
@@ -168,18 +156,7 @@ def list_(
 
     async def read(db: Database) -> list[dict[str, Any]]:
         site_id = await _local_site(db, site)
-        return [
-            {
-                "id": m.id,
-                "site_id": m.site_id,
-                "commit": m.commit_sha,
-                "branch": m.branch,
-                "message": m.message,
-                "time": _iso(m.ts),
-                "ts": m.ts,
-            }
-            for m in await store.list_markers(db=db, site_id=site_id, limit=limit)
-        ]
+        return [store.marker_dict(m) for m in await store.list_markers(db=db, site_id=site_id, limit=limit)]
 
     local_rows: list[dict[str, Any]] = _local(settings, read)
     return local_rows

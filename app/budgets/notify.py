@@ -17,7 +17,6 @@ import hmac
 import json
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -31,10 +30,6 @@ from app.observability import Metrics
 log = logging.getLogger("fieldlab.notify")
 
 _EMOJI = {"failing": ":red_circle:", "still-failing": ":red_circle:", "recovered": ":large_green_circle:"}
-
-
-def _iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def duration(ms: int) -> str:
@@ -93,8 +88,8 @@ def generic_payload(event: AlertEvent, scope: str) -> dict[str, Any]:
         "unit": v.unit,
         "samples": v.samples,
         "detail": v.detail,
-        "at": _iso(event.at_ms),
-        "failing_since": _iso(event.failing_since_ms),
+        "at": store.iso_ms(event.at_ms),
+        "failing_since": store.iso_ms(event.failing_since_ms),
         "failing_for_s": None if event.failing_for_ms is None else event.failing_for_ms // 1000,
         "text": describe(event),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,24 @@ from app.models import AlertState, BudgetStatus, DeployMarker, Site, Webhook, We
 from app.sites import InvalidInput
 
 FORMATS = ("json", "slack")
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO 8601 UTC with a ``Z`` (how the API and notices show times)."""
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def marker_dict(m: DeployMarker) -> dict[str, Any]:
+    """A deploy marker as the API answers it (and the CLI prints it)."""
+    return {
+        "id": m.id,
+        "site_id": m.site_id,
+        "commit": m.commit_sha,
+        "branch": m.branch,
+        "message": m.message,
+        "time": iso_ms(m.ts),
+        "ts": m.ts,
+    }
 
 
 def _insert(dialect: str) -> Any:
