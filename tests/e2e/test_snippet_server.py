@@ -141,6 +141,8 @@ async def test_demo_shop_reports_to_the_demo_site(demo_server: LiveServer, brows
     await page.wait_for_timeout(1200)  # the late banner shifts the layout
     await page.goto(f"{demo_server.url}/demo/")
     await page.wait_for_function("window.fieldlab")
+    # Leave only after the first paint: a page hidden before it has no FCP to report.
+    await page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0")
     await page.goto("about:blank")
     body = await _summary_count(demo_server, demo["id"], "FCP", 2)
     await context.close()
