@@ -257,8 +257,13 @@ def http_middleware(metrics: Metrics, *, tracing: bool = False) -> Callable[[ASG
             if scope["type"] != ScopeType.HTTP:
                 await app(scope, receive, send)
                 return
-            incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
-            rid = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else f"{prefix}-{next(counter):x}"
+            rid = ""
+            for name, value in scope["headers"]:  # a plain loop: no generator per request
+                if name == b"x-request-id":
+                    incoming = value.decode("latin-1")
+                    rid = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else ""
+                    break
+            rid = rid or f"{prefix}-{next(counter):x}"
             header = (b"x-request-id", rid.encode())
             status = 500
 

@@ -17,14 +17,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import parse_qsl
 
+import msgspec
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
-from litestar.enums import ScopeType
+from litestar.enums import MediaType, ScopeType
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.base import DefineMiddleware
+from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 Identify = Callable[[Scope], str]
@@ -82,10 +85,26 @@ class RateLimit:
                 if not await limiter.hit(item, space, key):
                     stats = await limiter.get_window_stats(item, space, key)
                     retry = max(1, math.ceil(stats.reset_time - time.time()))
-                    raise TooManyRequestsException(
-                        detail="rate limit exceeded; retry later", headers={"Retry-After": str(retry)}
-                    )
+                    await _refused(retry)(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
+
+
+def _refused(retry_after_s: int) -> ASGIResponse:
+    """The 429, answered here rather than raised: an exception from a middleware passes the
+    app's request-id/metrics middleware on its way out to Litestar's outermost handler, so the
+    answer would carry no X-Request-ID and be counted as a 500. Same body as a raised
+    TooManyRequestsException."""
+    exc = TooManyRequestsException(detail="rate limit exceeded; retry later")
+    return ASGIResponse(
+        body=_encode({"status_code": exc.status_code, "detail": exc.detail}),
+        status_code=exc.status_code,
+        media_type=MediaType.JSON,
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 def limiter(shared: SharedLimiter, *rules: Rule) -> DefineMiddleware:
@@ -126,6 +145,13 @@ def per_site_key(scope: Scope) -> str:
     query: bytes = scope.get("query_string", b"")
     if b"site=" not in query:
         return ""
+    return _site_key(query)
+
+
+# Beacons of a site repeat the same query string: parse each one once (bounded, as it is the
+# client's input).
+@lru_cache(maxsize=1024)
+def _site_key(query: bytes) -> str:
     for name, value in parse_qsl(query.decode("latin-1")):
         if name == "site":
             return value

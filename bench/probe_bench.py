@@ -5,7 +5,8 @@
    launching a browser per check (a new ``BrowserPool`` per check, closed after it: Playwright
    driver and Chromium both started and stopped each time). A third mode keeps the driver and
    kills only the browser after each check (``BrowserPool.kill_tree``, what a timed-out run
-   costs). Modes are interleaved, in alternating order, after one untimed run of each, so the
+   costs). Two more run the same flow with Playwright alone, warm and with a driver and
+   browser per check: the ratio the flow itself allows, whatever fieldlab does around it. Modes are interleaved, in alternating order, after one untimed run of each, so the
    box's changing load hits them alike; an untimed pause (--settle) before each check keeps one
    check's teardown from being charged to the next. Each run must pass, or the benchmark stops.
 2. Beacon ingest (wrk + bench/beacon.lua against ``python -m app serve``) while Lighthouse
@@ -40,7 +41,7 @@ from probe_ingest import IngestOptions, run_ingest
 from probe_site import FLOW_STEPS, serve_shop
 
 from probes import procs as proc_table
-from probes.browser import BrowserPool
+from probes.browser import DEVICES, LAUNCH_ARGS, BrowserPool, find_chromium
 from probes.declarative import flow_from_steps
 from probes.flow import run_flow
 from probes.safety import TargetPolicy
@@ -52,7 +53,56 @@ MODES = {
     "warm": "warm browser, new context per check",
     "cold": "new browser per check (new BrowserPool, closed after)",
     "relaunch": "new browser per check, driver kept (kill_tree after)",
+    "pw-warm": "Playwright alone: warm browser, new context per check",
+    "pw-cold": "Playwright alone: new driver + browser per check",
 }
+FLOW_MODES = ("warm", "cold", "relaunch", "pw-warm", "pw-cold")
+
+
+class BarePlaywright:
+    """The same flow with Playwright alone - no fieldlab step recording, vitals, screenshots,
+    traces, guard or egress proxy: the reuse ratio this flow allows at best, whatever fieldlab
+    does around it (the browser is started as BrowserPool starts it, same switches)."""
+
+    def __init__(self, flow: Any, site: str) -> None:
+        self.flow, self.site = flow, site
+        self.args = [*LAUNCH_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
+        self.executable = find_chromium()
+        self._pw: Any = None
+        self._browser: Any = None
+
+    async def _launch(self) -> tuple[Any, Any]:
+        from playwright.async_api import async_playwright
+
+        pw = await async_playwright().start()
+        return pw, await pw.chromium.launch(executable_path=self.executable, args=self.args)
+
+    async def _check(self, browser: Any) -> None:
+        ctx = await browser.new_context(**DEVICES["desktop"].context_options("130"), base_url=self.site)
+        try:
+            page = await ctx.new_page()
+            await self.flow(page, lambda _name: contextlib.nullcontext())
+        finally:
+            await ctx.close()
+
+    async def warm(self) -> None:
+        if self._browser is None:
+            self._pw, self._browser = await self._launch()
+        await self._check(self._browser)
+
+    async def cold(self) -> None:
+        pw, browser = await self._launch()
+        try:
+            await self._check(browser)
+        finally:
+            await browser.close()
+            await pw.stop()
+
+    async def close(self) -> None:
+        if self._browser is not None:
+            await self._browser.close()
+            await self._pw.stop()
+            self._browser = None
 
 
 async def flow_rates(
@@ -60,12 +110,13 @@ async def flow_rates(
     iterations: int,
     tmp: Path,
     steps: list[dict[str, Any]],
-    modes: tuple[str, ...] = tuple(MODES),
+    modes: tuple[str, ...] = FLOW_MODES,
     settle_s: float = 1.0,
 ) -> dict[str, Any]:
     flow = flow_from_steps(steps)
     policy = TargetPolicy(allow_hosts=[site.split("//", 1)[1]])
     warm, shared = BrowserPool(), BrowserPool()
+    bare = BarePlaywright(flow, site)
     seconds: dict[str, list[float]] = {m: [] for m in modes}
     steps_ms: dict[str, list[float]] = {m: [] for m in modes}
 
@@ -77,6 +128,9 @@ async def flow_rates(
         await asyncio.sleep(settle_s)
         kw: dict[str, Any] = {"base_url": site, "policy": policy, "artifacts_dir": out, "retries": 0}
         t0 = time.perf_counter()
+        if mode.startswith("pw-"):
+            await (bare.warm() if mode == "pw-warm" else bare.cold())
+            return time.perf_counter() - t0, 0.0
         if mode == "warm":
             result = await run_flow(flow, pool=warm, **kw)
         elif mode == "cold":
@@ -111,6 +165,7 @@ async def flow_rates(
     finally:
         await warm.close()
         await shared.close()
+        await bare.close()
     box_cores = (system_busy_s() - busy0) / (time.monotonic() - started)
     leftover = [p.pid for p in proc_table.chromium_processes()]
     figures = {
@@ -126,6 +181,7 @@ async def flow_rates(
     }
     per_hour = {m: figures[m]["checks_per_hour"] for m in modes}
     ratio = per_hour["warm"] / per_hour["cold"]
+    ceiling = per_hour["pw-warm"] / per_hour["pw-cold"] if "pw-cold" in modes else None
     return {
         "flow": [s["step"] for s in steps],
         "iterations": iterations,
@@ -136,6 +192,7 @@ async def flow_rates(
         "reuse_ratio_vs_relaunch": round(per_hour["warm"] / per_hour["relaunch"], 2)
         if "relaunch" in modes
         else None,
+        "playwright_alone_ratio": round(ceiling, 2) if ceiling else None,
         "goal_ratio_min": GOAL_REUSE,
         "leftover_chromium": leftover,
         "passed": ratio >= GOAL_REUSE and not leftover,
@@ -156,6 +213,7 @@ def print_flows(r: dict[str, Any]) -> None:
     relaunch = r["reuse_ratio_vs_relaunch"]
     print(f"  warm reuse vs browser per check: {r['reuse_ratio']:.2f}x (goal >= {r['goal_ratio_min']:g}x)"
           + (f", vs relaunch with the driver kept: {relaunch:.2f}x" if relaunch else "")
+          + (f"; Playwright alone: {r['playwright_alone_ratio']:.2f}x" if r.get("playwright_alone_ratio") else "")
           + f"; Chromium processes left: {len(r['leftover_chromium'])}   {mark(r['passed'])}")  # fmt: skip
 
 
@@ -240,7 +298,14 @@ def main(argv: list[str] | None = None) -> int:
                 print_flows(results["flows"])
                 print("\n[flows] the same for a one-step check (goto /), warm vs new browser ...", flush=True)
                 one = asyncio.run(
-                    flow_rates(site, args.iterations, Path(tmp), ONE_STEP, ("warm", "cold"), args.settle)
+                    flow_rates(
+                        site,
+                        args.iterations,
+                        Path(tmp),
+                        ONE_STEP,
+                        ("warm", "cold", "pw-warm", "pw-cold"),
+                        args.settle,
+                    )
                 )
                 results["one_step"] = one | {"passed": None}  # for scale only: the goal is the flow's
                 print_flows(results["one_step"])

@@ -7,6 +7,7 @@ and for a Lighthouse audit that has real work to do (layout, script, images), no
 
 from __future__ import annotations
 
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -147,6 +148,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A browser that closed its context mid-response (e.g. a favicon fetch at the end of a
+        # check) is ordinary here; anything else still gets its traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @contextmanager

@@ -65,12 +65,17 @@ class Device:
         }
 
 
+# Every lab request says it is synthetic (as Lighthouse says "Chrome-Lighthouse"): a monitored
+# site's own RUM, fieldlab's included (app/ingest/normalise.py), can then keep lab page views
+# out of its field figures. A product token at the end changes no site's UA sniffing.
+SYNTHETIC_TOKEN = "fieldlab-synthetic/1"  # noqa: S105 (a user-agent token, not a secret)
 DESKTOP_UA = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36 "
+    + SYNTHETIC_TOKEN
 )
 MOBILE_UA = (
     "Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/{v}.0.0.0 Mobile Safari/537.36"
+    "Chrome/{v}.0.0.0 Mobile Safari/537.36 " + SYNTHETIC_TOKEN
 )
 
 # Lighthouse's emulated devices (moto g power; its desktop preset), so lab flows and audits

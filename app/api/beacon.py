@@ -3,13 +3,13 @@ size limit enforced while streaming) only after the key and origin are known to 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from litestar import Request, Response, post, route
 from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
+from litestar.types import Scope
 
 from app.api.deps import Services, services
 from app.api.openapi import BeaconOperation
@@ -52,6 +52,21 @@ def _cors(origin: str) -> dict[str, str]:
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
 
+_READ_HEADERS = frozenset({b"content-type", b"origin", b"user-agent", b"referer"})
+
+
+def _request_headers(scope: Scope) -> dict[bytes, str]:
+    """The headers the beacon needs, in one pass over the raw list (``request.headers`` builds a
+    multidict and is looked up per name). As there, names match in any case and the first of a
+    repeated header counts."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        name = name.lower()
+        if name in _READ_HEADERS and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
+
+
 @post(
     "/api/v1/beacon",
     status_code=HTTP_204_NO_CONTENT,
@@ -65,14 +80,15 @@ async def beacon(
 ) -> Response[None]:
     svc = services(request)
     try:
-        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        headers = _request_headers(request.scope)
+        content_type = headers.get(b"content-type", "").split(";", 1)[0].strip().lower()
         if content_type not in ACCEPTED_TYPES:
             raise BeaconError(
                 415,
                 f"content type {content_type or '(none)'!r} not accepted; use text/plain or application/json",
                 "content_type",
             )
-        origin = request.headers.get("origin", "")
+        origin = headers.get(b"origin", "")
         entry = await _site_for(svc, site, origin)
         body = await request.body()  # raises 413 past request_max_body_size, chunked or not
         try:
@@ -81,8 +97,8 @@ async def beacon(
                 limits=svc.limits,
                 site=entry.rules,
                 client=Client(
-                    user_agent=request.headers.get("user-agent", ""),
-                    referer=request.headers.get("referer", ""),
+                    user_agent=headers.get(b"user-agent", ""),
+                    referer=headers.get(b"referer", ""),
                     origin=origin,
                 ),
                 now_ms=now_ms(),
@@ -91,16 +107,15 @@ async def beacon(
             raise BeaconError(400, str(exc), "malformed") from None
         if rows.measurements or rows.errors:
             try:
-                done = svc.writer.submit(rows)
+                # The writer fails the future with TimeoutError after commit_timeout_s (one timer
+                # for all beacons; no wait_for/shield/timeout per request, each costs more).
+                done = svc.writer.submit(rows, svc.settings.commit_timeout_s)
             except QueueFull:
                 raise _unavailable(svc, "ingest queue is full; retry later") from None
             except WriterStopped:
                 raise _unavailable(svc, "server is shutting down; retry later") from None
             try:
-                # Awaited directly (no wait_for/shield, which cost a task's worth per beacon):
-                # a timeout cancels this wait, and the writer skips futures already done.
-                async with asyncio.timeout(svc.settings.commit_timeout_s):
-                    await done
+                await done
             except TimeoutError:
                 raise _unavailable(svc, "database is slow to commit; retry later") from None
             except Exception:

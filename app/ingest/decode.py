@@ -40,6 +40,11 @@ class SiteRules:
     id: int
     page_groups: tuple[dict[str, str], ...] = ()
     query_allowlist: tuple[str, ...] = ()
+    # page_groups in the hashable form the page-group cache is keyed on; derived once per site.
+    group_rules: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group_rules", normalise.rule_pairs(self.page_groups))
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +200,7 @@ def _common(
     return {
         "site_id": site.id,
         "url": stored_url,
-        "page_group": normalise.page_group(path, site.page_groups, group)[:256],
+        "page_group": (group or normalise.grouped_by_rules(path, site.group_rules))[:256],
         "device": normalise.device_class(ua, vw),
         "browser": normalise.browser_family(ua),
         "is_bot": normalise.is_bot(ua),

@@ -82,10 +82,22 @@ def page_group(path: str, rules: Sequence[dict[str, str]] = (), override: str | 
     ``group``, or the pattern itself), else the default id-collapsing."""
     if override:
         return override
-    for rule in rules:
-        pattern = rule.get("pattern", "")
+    return grouped_by_rules(path, rule_pairs(rules))
+
+
+def rule_pairs(rules: Sequence[dict[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Site rules as hashable (pattern, group) pairs, the form ``grouped_by_rules`` caches on."""
+    return tuple((rule.get("pattern", ""), rule.get("group") or "") for rule in rules)
+
+
+# Matching splits the path and every pattern; a site's pages repeat, so results are memoised
+# per (path, rules): the rules are part of the key, so an edited rule set is never served stale.
+@lru_cache(maxsize=4096)
+def grouped_by_rules(path: str, rules: tuple[tuple[str, str], ...]) -> str:
+    """``page_group`` without an override, for rules given as ``rule_pairs``."""
+    for pattern, group in rules:
         if pattern and _rule_matches(pattern, path):
-            return rule.get("group") or pattern
+            return group or pattern
     return default_page_group(path)
 
 
@@ -103,7 +115,7 @@ def validate_rule_pattern(pattern: str) -> str | None:
 
 # "(?<!cu)bot": CUBOT is a phone brand, not a crawler.
 _BOT = re.compile(
-    r"(?<!cu)bot|crawl|spider|slurp|headless|lighthouse|pagespeed|phantomjs|puppeteer|playwright|selenium|"
+    r"(?<!cu)bot|crawl|spider|slurp|headless|lighthouse|pagespeed|phantomjs|puppeteer|playwright|selenium|synthetic|"
     r"webdriver|python|curl|wget|httpclient|go-http-client|java/|okhttp|axios|node-fetch|preview",
     re.IGNORECASE,
 )

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 
 _HOUR = 3_600_000
+_EXPIRY_TICK_S = 0.05
 
 
 class QueueFull(Exception):
@@ -51,11 +54,16 @@ class WriterStopped(Exception):
     """The server is shutting down; the endpoint answers 503."""
 
 
-@dataclass(slots=True)
 class _Pending:
-    rows: Rows
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    queued_s: float = field(default_factory=time.monotonic)
+    """One beacon in the queue (a plain slotted class: built once per beacon, on the hot path)."""
+
+    __slots__ = ("deadline_s", "done", "queued_s", "rows")
+
+    def __init__(self, rows: Rows, done: asyncio.Future[None], queued_s: float, deadline_s: float) -> None:
+        self.rows = rows
+        self.done = done
+        self.queued_s = queued_s
+        self.deadline_s = deadline_s  # on the loop's clock; inf: no commit timeout
 
 
 _REPLACED = ("value", "ts", "received_ms", "url", "page_group", "device", "nav", "connection",
@@ -116,15 +124,15 @@ def raw_insert_errors_sql(dialect: str) -> str:
 _encode_json = msgspec.json.Encoder().encode
 
 
+# One C call per row instead of a subscript per column.
+_measurement_values = itemgetter(*_MEASUREMENT_COLUMNS[:-1])  # all but attribution (last), encoded
+_SITE, _METRIC, _TS = (_MEASUREMENT_COLUMNS.index(c) for c in ("site_id", "metric", "ts"))
+_error_tuple = itemgetter(*_ERROR_COLUMNS)
+
+
 def _measurement_tuple(m: dict[str, Any]) -> tuple[Any, ...]:
     attribution = m["attribution"]
-    return (m["site_id"], m["pageview_id"], m["metric"], m["value"], m["ts"], m["received_ms"], m["url"],
-            m["page_group"], m["device"], m["nav"], m["connection"], m["browser"], m["is_bot"],
-            None if attribution is None else _encode_json(attribution).decode())  # fmt: skip
-
-
-def _error_tuple(e: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(e[c] for c in _ERROR_COLUMNS)
+    return (*_measurement_values(m), None if attribution is None else _encode_json(attribution).decode())
 
 
 async def _execute_rows(conn: AsyncConnection, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -171,6 +179,8 @@ class GroupCommitWriter:
         self._sqlite: SqliteBatchThread | None = None
         self._conn: AsyncConnection | None = None
         self._writing_since: float | None = None  # oldest beacon of the batch being committed
+        self._writing: list[_Pending] = []  # the batch being committed
+        self._timeouts: asyncio.TimerHandle | None = None
         self.last_error: str | None = None
 
     @property
@@ -196,17 +206,42 @@ class GroupCommitWriter:
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name="fieldlab-group-commit")
 
-    def submit(self, rows: Rows) -> asyncio.Future[None]:
-        """Queue rows; the returned future resolves once they are committed."""
+    def submit(self, rows: Rows, timeout_s: float | None = None) -> asyncio.Future[None]:
+        """Queue rows; the returned future resolves once they are committed, or fails with
+        ``TimeoutError`` after ``timeout_s`` (the rows stay queued and are written all the same)."""
         if not self._accepting:
             raise WriterStopped
-        pending = _Pending(rows)
+        loop = asyncio.get_running_loop()
+        deadline = math.inf if timeout_s is None else loop.time() + timeout_s
+        pending = _Pending(rows, loop.create_future(), time.monotonic(), deadline)
         try:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise QueueFull from None
         self._metrics.queue_depth.set(self._queue.qsize())
+        if self._timeouts is None and timeout_s is not None:
+            self._timeouts = loop.call_at(deadline, self._expire)
         return pending.done
+
+    def _expire(self) -> None:
+        """Fail the futures of beacons past their commit deadline. One timer for the writer
+        instead of one per beacon (``asyncio.timeout`` cost ~5 us a request): it fires at the
+        oldest deadline. Beacons are in arrival order and share one timeout setting, so the
+        deadlines rise along the queue and the scan stops at the first one still to come."""
+        self._timeouts = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for p in itertools.chain(self._writing, self._queue._queue):  # type: ignore[attr-defined]
+            if p.done.done():
+                continue
+            if p.deadline_s > now:
+                if p.deadline_s != math.inf:
+                    # Not sooner than _EXPIRY_TICK_S: while the database stalls, expired beacons
+                    # pile up at the head of the queue and each pass walks them again.
+                    self._timeouts = loop.call_at(max(p.deadline_s, now + _EXPIRY_TICK_S), self._expire)
+                    return
+                continue
+            p.done.set_exception(TimeoutError())
 
     async def stop(self, drain_s: float = 30.0) -> None:
         """Refuse new beacons, commit everything already queued, then end the task."""
@@ -221,6 +256,9 @@ class GroupCommitWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._timeouts is not None:
+            self._timeouts.cancel()
+            self._timeouts = None
         if self._sqlite is not None:
             self._sqlite.close()
             self._sqlite = None
@@ -247,6 +285,7 @@ class GroupCommitWriter:
         while True:
             batch = await self._take_batch()
             self._writing_since = batch[0].queued_s
+            self._writing = batch
             try:
                 await self._commit(batch)
             except asyncio.CancelledError:
@@ -256,6 +295,7 @@ class GroupCommitWriter:
                 raise
             finally:
                 self._writing_since = None
+                self._writing = []
                 for _ in batch:
                     self._queue.task_done()
                 self._metrics.queue_depth.set(self._queue.qsize())
@@ -350,13 +390,14 @@ class GroupCommitWriter:
     ) -> list[tuple[str, list[tuple[Any, ...]]]]:
         statements: list[tuple[str, list[tuple[Any, ...]]]] = []
         if measurements:
-            statements.append((self._upsert_sql, [_measurement_tuple(m) for m in measurements]))
+            rows = [_measurement_tuple(m) for m in measurements]
+            statements.append((self._upsert_sql, rows))
             # Rows for an hour that has already closed change what its rollup must say: mark it,
             # atomically with the rows, for the rollup job and for queries (app/field).
             now = int(time.time() * 1000)
             current_hour = now - now % _HOUR
-            late = {(m["site_id"], m["metric"], m["ts"] - m["ts"] % _HOUR) for m in measurements}
-            marks = sorted((s, k, h, now) for s, k, h in late if h < current_hour)
+            late = {(r[_SITE], r[_METRIC], r[_TS] - r[_TS] % _HOUR) for r in rows if r[_TS] < current_hour}
+            marks = sorted((s, k, h, now) for s, k, h in late)
             if marks:
                 statements.append((self._dirty_sql, marks))
         if errors:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -265,6 +266,30 @@ async def test_rate_limits_per_ip_and_per_site_answer_429_with_retry_after(setti
         assert int(r.headers["retry-after"]) >= 1
         assert r.json()["status_code"] == 429
         assert more == [204, 204, 429, 429]
+
+
+async def test_a_rate_limited_beacon_is_logged_and_counted_as_429(settings: Settings) -> None:
+    """The refusal comes from a middleware; it must still carry the request id and be counted
+    under its own status, not as a server error."""
+    limited = create_app(replace(settings, rate_limit_per_ip=1, trusted_proxies="testclient"))
+    async with AsyncTestClient(app=limited) as c:
+        site = await make_site(c)
+        ip = {"x-forwarded-for": "203.0.113.99"}
+        await asyncio.sleep(1 - time.time() % 1 + 0.01)  # both inside one window
+        first = await post(c, site["key"], page_view(id="rl-1"), **ip)
+        refused = await post(c, site["key"], page_view(id="rl-2"), **ip, **{"x-request-id": "rl-probe.1"})
+        metrics = (await c.get("/metrics")).text
+    assert (first.status_code, refused.status_code) == (204, 429)
+    assert refused.headers["x-request-id"] == "rl-probe.1"
+    assert refused.json() == {"status_code": 429, "detail": "rate limit exceeded; retry later"}
+    assert int(refused.headers["retry-after"]) >= 1
+    beacon_429 = re.search(
+        r'fieldlab_http_request_duration_seconds_count\{[^}]*route="/api/v1/beacon"[^}]*status="429"[^}]*\} (\S+)',
+        metrics,
+    )
+    assert beacon_429 is not None, metrics[-2000:]
+    assert float(beacon_429.group(1)) == 1.0
+    assert 'route="/api/v1/beacon",status="500"' not in metrics
 
 
 async def test_database_down_answers_503_not_500(settings: Settings) -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
+from app.ingest.decode import SiteRules
 from app.ingest.normalise import (
     BadUrl,
+    _rule_matches,
     browser_family,
     connection_type,
     default_page_group,
     device_class,
+    grouped_by_rules,
     page_group,
+    rule_pairs,
     strip_url,
     validate_rule_pattern,
 )
@@ -296,3 +302,48 @@ def test_cubot_phones_are_not_bots() -> None:
     ua = "Mozilla/5.0 (Linux; Android 12; CUBOT X50) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"
     assert not is_bot(ua)
     assert is_bot("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)")
+
+
+def test_fieldlab_lab_runs_are_kept_out_of_field_data() -> None:
+    """The probes' browsers (flows) and Lighthouse say so in their user agents; a lab page view
+    of a page that carries the snippet must not count as a real user's."""
+    from app.ingest.normalise import is_bot
+    from probes.throttling import DEVICES
+
+    for device in DEVICES.values():
+        ua = device.context_options("131")["user_agent"]
+        assert "Headless" not in ua
+        assert is_bot(ua), ua
+    lighthouse = ("Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/537.36 (KHTML, like Gecko) "
+                  "Chrome/131.0.0.0 Mobile Safari/537.36 Chrome-Lighthouse")  # fmt: skip
+    assert is_bot(lighthouse)
+
+
+def _uncached_page_group(path: str, rules: Sequence[dict[str, str]]) -> str:
+    """The rule walk as written before results were memoised: the reference for the cache."""
+    for rule in rules:
+        pattern = rule.get("pattern", "")
+        if pattern and _rule_matches(pattern, path):
+            return rule.get("group") or pattern
+    return default_page_group(path)
+
+
+def test_memoised_page_groups_match_the_plain_rule_walk() -> None:
+    paths = ["/product/special", "/product/9", "/product/9/reviews", "/u/x/settings", "/blog", "/docs/a",
+             "/a/b", "/x/1", "/", "/nothing/123", "/product"]  # fmt: skip
+    rule_sets = [RULES, [{"pattern": "/a/*", "group": "first"}, {"pattern": "/a/b", "group": "second"}],
+                 [{"pattern": "/x/*", "group": ""}], []]  # fmt: skip
+    for _ in range(2):  # the second round is answered from the cache
+        for rules in rule_sets:
+            pairs = rule_pairs(rules)
+            for path in paths:
+                assert grouped_by_rules(path, pairs) == _uncached_page_group(path, rules)
+                assert page_group(path, rules) == _uncached_page_group(path, rules)
+    # Same path, changed rules: a different key, never the stale answer.
+    assert grouped_by_rules("/a/b", rule_pairs([{"pattern": "/a/b", "group": "new"}])) == "new"
+
+
+def test_site_rules_carry_their_rules_in_the_cached_form() -> None:
+    rules = SiteRules(id=1, page_groups=tuple(RULES))
+    assert rules.group_rules == rule_pairs(RULES)
+    assert rules == SiteRules(id=1, page_groups=tuple(RULES))

@@ -93,3 +93,18 @@ async def test_the_window_resets() -> None:
         wait = int(refused.headers["retry-after"])
         await asyncio.sleep(wait + 0.05)
         assert (await c.get("/ping")).status_code == 200
+
+
+def test_the_cached_site_key_parse_matches_parse_qsl() -> None:
+    from urllib.parse import parse_qsl
+
+    queries = [
+        b"site=abc",
+        b"site=a%2Bb&x=1",
+        b"x=1&site=k&site=other",
+        b"site=&site=second",
+        b"si%74e=x&site=y",
+    ]
+    for query in queries * 2:  # the second round comes from the cache
+        expected = next((v for k, v in parse_qsl(query.decode("latin-1")) if k == "site"), "")
+        assert ratelimit.per_site_key(scope(query=query)) == expected

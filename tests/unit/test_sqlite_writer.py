@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from app.ingest.sqlite_writer import SqliteBatchThread, sqlite_path
+from app.ingest.sqlite_writer import SqliteBatchThread, _chunks, sqlite_path
 from app.ingest.writer import raw_upsert_measurements_sql
 
 UPSERT = raw_upsert_measurements_sql("sqlite")
@@ -79,3 +79,26 @@ async def test_a_locked_database_is_an_operational_error(db_file: Path) -> None:
         writer.close()
         holder.close()
     assert stored(db_file) == {"a": 1.0}
+
+
+def test_statements_are_cut_into_power_of_two_row_counts() -> None:
+    # Few distinct statement texts, so SQLite's statement cache keeps them prepared.
+    for n in (0, 1, 3, 7, 320, 319, 512, 513, 1100):
+        covered = 0
+        for start, size in _chunks(n):
+            assert start == covered  # in order, no gap, no overlap
+            assert size & (size - 1) == 0  # a power of two
+            assert size <= 512
+            covered += size
+        assert covered == n
+    assert list(_chunks(319)) == [(0, 256), (256, 32), (288, 16), (304, 8), (312, 4), (316, 2), (318, 1)]
+
+
+async def test_a_batch_cut_into_several_statements_stores_every_row(db_file: Path) -> None:
+    writer = SqliteBatchThread(str(db_file), busy_timeout_ms=1000)
+    rows = [row(1, f"pv-{i}", float(i)) for i in range(1100)]  # 512 + 512 + 64 + 8 + 4
+    try:
+        await writer.write([(UPSERT, rows)])
+    finally:
+        writer.close()
+    assert stored(db_file) == {f"pv-{i}": float(i) for i in range(1100)}

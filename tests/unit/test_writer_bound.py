@@ -157,6 +157,39 @@ async def test_stop_drains_what_is_queued(locked_sqlite: tuple[str, sqlite3.Conn
         await db.dispose()
 
 
+async def test_commit_timeout_fails_the_wait_but_the_rows_are_still_written(
+    locked_sqlite: tuple[str, sqlite3.Connection],
+) -> None:
+    """What the endpoint's 503 "slow to commit" rests on: past ``timeout_s`` the future fails
+    with TimeoutError (one writer timer, not one per beacon); the beacon stays queued and is
+    committed once the database frees up, so a client retry is an idempotent upsert."""
+    url, holder = locked_sqlite
+    db = Database(Settings(database_url=url, sqlite_busy_timeout_ms=20_000))
+    writer = GroupCommitWriter(db, Metrics(), queue_max=10, batch_max_rows=1, batch_max_wait_s=0)
+    holder.execute("BEGIN IMMEDIATE")
+    writer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        writing = writer.submit(beacon(1, "pv-0"), timeout_s=0.2)  # taken at once, blocked on the lock
+        await asyncio.sleep(0.1)
+        queued = writer.submit(beacon(1, "pv-1"), timeout_s=0.2)  # still in the queue
+        untimed = writer.submit(beacon(1, "pv-2"))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(writing, 5)
+        assert 0.2 <= loop.time() - started < 2
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(queued, 5)
+        assert loop.time() - started >= 0.3
+        assert not untimed.done()
+        holder.execute("COMMIT")
+        await asyncio.wait_for(untimed, 20)
+        assert set(await stored(db)) == {("pv-0", "LCP"), ("pv-1", "LCP"), ("pv-2", "LCP")}
+    finally:
+        await writer.stop(drain_s=5)
+        await db.dispose()
+
+
 async def test_writer_never_started_refuses(tmp_path: Path) -> None:
     db = Database(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"))
     writer = GroupCommitWriter(db, Metrics(), queue_max=3, batch_max_rows=10, batch_max_wait_s=0)
