@@ -3,13 +3,16 @@ same exception classes as through SQLAlchemy, and nothing half-written on failur
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from app.ingest import sqlite_writer as sw
 from app.ingest.sqlite_writer import SqliteBatchThread, _chunks, sqlite_path
 from app.ingest.writer import raw_upsert_measurements_sql
 
@@ -102,3 +105,26 @@ async def test_a_batch_cut_into_several_statements_stores_every_row(db_file: Pat
     finally:
         writer.close()
     assert stored(db_file) == {f"pv-{i}": float(i) for i in range(1100)}
+
+
+async def test_commits_are_checkpointed_off_the_writer(db_file: Path, tmp_path: Path) -> None:
+    """The writer's own auto-checkpoint is only a backstop; a thread of its own copies the WAL
+    into the database file shortly after commits. Seen from outside: a copy of the main file
+    alone (no WAL beside it) soon holds the committed rows."""
+    writer = SqliteBatchThread(str(db_file), busy_timeout_ms=1000)
+    copy = tmp_path / "main-file-only.db"
+    try:
+        await writer.write([(UPSERT, [row(1, f"pv{i}", float(i)) for i in range(300)])])
+        assert writer._conn is not None
+        assert writer._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == sw._BACKSTOP_PAGES
+        deadline = time.monotonic() + 10
+        while True:
+            shutil.copy(db_file, copy)
+            if len(stored(copy)) == 300 or time.monotonic() > deadline:
+                break
+            copy.unlink()
+            await asyncio.sleep(sw.CHECKPOINT_EVERY_S)
+    finally:
+        writer.close()
+    assert len(stored(copy)) == 300
+    assert not writer._checkpointer._thread.is_alive()  # close() ends it
