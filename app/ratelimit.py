@@ -31,6 +31,7 @@ from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 Identify = Callable[[Scope], str]
+OnRefused = Callable[[Scope, str], None]
 
 REDIS_PREFIX = "fieldlab_rl"
 
@@ -72,10 +73,13 @@ class RateLimit:
     """ASGI middleware: count the request against each rule in turn (one middleware layer for
     all of a router's rules); the first rule over its limit refuses it."""
 
-    def __init__(self, app: ASGIApp, *, shared: SharedLimiter, rules: tuple[Rule, ...]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, shared: SharedLimiter, rules: tuple[Rule, ...], on_refused: OnRefused | None
+    ) -> None:
         self.app = app
         self._shared = shared
         self._rules = [(RateLimitItemPerSecond(r.per_second), r.space, r.identify) for r in rules]
+        self._on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:
@@ -85,6 +89,8 @@ class RateLimit:
                 if not await limiter.hit(item, space, key):
                     stats = await limiter.get_window_stats(item, space, key)
                     retry = max(1, math.ceil(stats.reset_time - time.time()))
+                    if self._on_refused is not None:
+                        self._on_refused(scope, space)
                     await _refused(retry)(scope, receive, send)
                     return
         await self.app(scope, receive, send)
@@ -107,8 +113,9 @@ def _refused(retry_after_s: int) -> ASGIResponse:
 _encode = msgspec.json.Encoder().encode
 
 
-def limiter(shared: SharedLimiter, *rules: Rule) -> DefineMiddleware:
-    return DefineMiddleware(RateLimit, shared=shared, rules=rules)
+def limiter(shared: SharedLimiter, *rules: Rule, on_refused: OnRefused | None = None) -> DefineMiddleware:
+    """``on_refused(scope, space)`` is told of each refusal (e.g. to count it)."""
+    return DefineMiddleware(RateLimit, shared=shared, rules=rules, on_refused=on_refused)
 
 
 # --- identifiers (from the ASGI scope: no Request object is built for them) ---------------

@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
+from litestar.types import Scope
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -223,6 +224,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # its own key space.
     limits_storage = ratelimit.SharedLimiter(settings.redis_url)
     per_ip = ratelimit.per_ip(settings.trusted_proxies)
+
+    def count_refused_beacon(scope: Scope, _space: str) -> None:
+        if scope.get("method") == "POST":  # not a refused CORS preflight
+            metrics.beacons_rejected.labels("rate_limited").inc()
+
     ingest = Router(
         path="/",
         route_handlers=[beacon.beacon_preflight, beacon.beacon],
@@ -231,6 +237,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 limits_storage,
                 ratelimit.Rule(settings.rate_limit_per_ip, "beacon-ip", per_ip),
                 ratelimit.Rule(settings.rate_limit_per_site, "site", ratelimit.per_site_key),
+                on_refused=count_refused_beacon,
             )
         ],
     )

@@ -290,6 +290,7 @@ async def test_a_rate_limited_beacon_is_logged_and_counted_as_429(settings: Sett
     assert beacon_429 is not None, metrics[-2000:]
     assert float(beacon_429.group(1)) == 1.0
     assert 'route="/api/v1/beacon",status="500"' not in metrics
+    assert 'fieldlab_beacons_rejected_total{reason="rate_limited"} 1.0' in metrics
 
 
 async def test_database_down_answers_503_not_500(settings: Settings) -> None:
