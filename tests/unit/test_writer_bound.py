@@ -78,15 +78,31 @@ def locked_sqlite(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[str, 
     holder.close()
 
 
+def blocked_writer(
+    locked: tuple[str, sqlite3.Connection],
+    *,
+    queue_max: int,
+    batch_max_rows: int,
+    metrics: Metrics | None = None,
+) -> tuple[Database, GroupCommitWriter]:
+    """A started writer on ``locked_sqlite``'s file, with the lock taken first: its first batch
+    waits in busy_timeout until the test commits the holder's transaction."""
+    url, holder = locked
+    db = Database(Settings(database_url=url, sqlite_busy_timeout_ms=20_000))
+    writer = GroupCommitWriter(
+        db, metrics or Metrics(), queue_max=queue_max, batch_max_rows=batch_max_rows, batch_max_wait_s=0
+    )
+    holder.execute("BEGIN IMMEDIATE")
+    writer.start()
+    return db, writer
+
+
 async def test_queue_is_bounded_while_the_database_is_busy(
     locked_sqlite: tuple[str, sqlite3.Connection],
 ) -> None:
-    url, holder = locked_sqlite
-    db = Database(Settings(database_url=url, sqlite_busy_timeout_ms=20_000))
+    _, holder = locked_sqlite
     metrics = Metrics()
-    writer = GroupCommitWriter(db, metrics, queue_max=3, batch_max_rows=1, batch_max_wait_s=0)
-    holder.execute("BEGIN IMMEDIATE")
-    writer.start()
+    db, writer = blocked_writer(locked_sqlite, queue_max=3, batch_max_rows=1, metrics=metrics)
     try:
         first = writer.submit(beacon(1, "pv-0"))
         # Let the writer take the first beacon off the queue and block on the write lock.
@@ -136,11 +152,8 @@ async def test_queue_is_bounded_while_the_database_is_busy(
 
 
 async def test_stop_drains_what_is_queued(locked_sqlite: tuple[str, sqlite3.Connection]) -> None:
-    url, holder = locked_sqlite
-    db = Database(Settings(database_url=url, sqlite_busy_timeout_ms=20_000))
-    writer = GroupCommitWriter(db, Metrics(), queue_max=10, batch_max_rows=500, batch_max_wait_s=0)
-    holder.execute("BEGIN IMMEDIATE")
-    writer.start()
+    _, holder = locked_sqlite
+    db, writer = blocked_writer(locked_sqlite, queue_max=10, batch_max_rows=500)
     try:
         futures = [writer.submit(beacon(1, f"pv-{i}")) for i in range(5)]
         await asyncio.sleep(0.05)
@@ -163,11 +176,8 @@ async def test_commit_timeout_fails_the_wait_but_the_rows_are_still_written(
     """What the endpoint's 503 "slow to commit" rests on: past ``timeout_s`` the future fails
     with TimeoutError (one writer timer, not one per beacon); the beacon stays queued and is
     committed once the database frees up, so a client retry is an idempotent upsert."""
-    url, holder = locked_sqlite
-    db = Database(Settings(database_url=url, sqlite_busy_timeout_ms=20_000))
-    writer = GroupCommitWriter(db, Metrics(), queue_max=10, batch_max_rows=1, batch_max_wait_s=0)
-    holder.execute("BEGIN IMMEDIATE")
-    writer.start()
+    _, holder = locked_sqlite
+    db, writer = blocked_writer(locked_sqlite, queue_max=10, batch_max_rows=1)
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
