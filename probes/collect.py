@@ -141,8 +141,14 @@ class Recorder:
         with contextlib.suppress(msgspec.DecodeError):
             self.bucket.reports.append(msgspec.json.decode(str(payload), type=Snapshot))
 
-    async def snapshot(self) -> Snapshot | None:
-        raw = await self.page.evaluate("() => window.__fieldlabLab ? window.__fieldlabLab.snapshot() : null")
+    async def snapshot(self, settle: bool = False) -> Snapshot | None:
+        """The current document's observations; ``settle`` first waits (at most 1 s) for Event
+        Timing entries of recent input that the browser has yet to report (lab_vitals.js)."""
+        raw = await self.page.evaluate(
+            "(settle) => { const lab = window.__fieldlabLab; if (!lab) return null;"
+            " return settle ? lab.settle().then(lab.snapshot) : lab.snapshot(); }",
+            settle,
+        )
         try:
             return None if raw is None else msgspec.convert(raw, Snapshot)
         except msgspec.ValidationError:

@@ -236,15 +236,15 @@ class _Attempt:
             self._rel(trace)
         if healthy and self.last_step is not None and self.last_step.status != "passed":
             with contextlib.suppress(Exception):
-                end = await asyncio.wait_for(self._snapshot(), GRACE_S)
+                end = await asyncio.wait_for(self._snapshot(settle=True), GRACE_S)
                 self.last_step.navigations = step_vitals(self._step_start, self._step_reports, end)
 
     # --- steps --------------------------------------------------------------------------------
 
-    async def _snapshot(self) -> Snapshot | None:
+    async def _snapshot(self, settle: bool = False) -> Snapshot | None:
         assert self.recorder is not None
         try:
-            return await asyncio.wait_for(self.recorder.snapshot(), self.cfg.step_timeout_s)
+            return await asyncio.wait_for(self.recorder.snapshot(settle), self.cfg.step_timeout_s)
         except Exception:
             return None  # about:blank, a closed page, a document mid-navigation
 
@@ -295,7 +295,7 @@ class _Attempt:
             shot = self.dir / f"step-{len(self.steps):02d}-{_slug(name)}{SCREENSHOT_SUFFIX}"
             # Together: the screenshot waits for a frame from the compositor, the snapshot for
             # the page's main thread; neither changes what the other sees.
-            end, taken = await asyncio.gather(self._snapshot(), self.recorder.screenshot(shot))
+            end, taken = await asyncio.gather(self._snapshot(settle=True), self.recorder.screenshot(shot))
             if not taken:
                 taken = await self._playwright_screenshot(shot)
             if end is not None and end.fcp is None:

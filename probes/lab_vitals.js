@@ -16,6 +16,7 @@
   const shifts = []; // [startTime, value] of shifts without recent input
   const byId = new Map(); // interactionId -> [startTime, longest duration]
   let firstInput = null;
+  let owed = []; // input events still owed an Event Timing entry; see settle()
   const observe = (type, cb, opts) => {
     try {
       const po = new PerformanceObserver((l) => cb(l.getEntries()));
@@ -39,6 +40,7 @@
       'event',
       (es) =>
         es.forEach((e) => {
+          owed = owed.filter((x) => x[0] !== e.name || x[1] !== e.startTime);
           if (!e.interactionId) return;
           const x = byId.get(e.interactionId);
           if (!x) byId.set(e.interactionId, [e.startTime, e.duration]);
@@ -48,6 +50,36 @@
     ),
     observe('first-input', (es) => es.forEach((e) => (firstInput = [e.startTime, e.duration, e.interactionId || 0]))),
   ];
+  // Event Timing reports an event only once the frame after it has been presented, which can
+  // be tens of ms after its handlers finished: a step that ends right after a slow click would
+  // read the interaction's pointerdown but not its click. So trusted input events are noted
+  // (Event Timing's startTime is the event's timeStamp) and settle() waits, briefly, for their
+  // entries. Events shorter than 16 ms never get one, hence the grace period after their
+  // handlers finished; a hidden page presents no frames, hence the overall cap. Each owed
+  // event is [type, timeStamp, when its handlers had finished (Infinity: not yet)].
+  ['pointerdown', 'pointerup', 'click', 'keydown', 'keyup'].forEach((type) =>
+    addEventListener(
+      type,
+      (e) => {
+        if (!e.isTrusted) return;
+        if (owed.length > 50) owed = owed.filter((x) => perf.now() - x[2] < 100); // no settle() yet
+        const x = [type, e.timeStamp, Infinity];
+        owed.push(x);
+        setTimeout(() => (x[2] = perf.now()), 0); // runs once every handler of e has
+      },
+      {capture: true, passive: true},
+    ),
+  );
+  const settle = async () => {
+    const cap = perf.now() + 1000;
+    for (;;) {
+      observers.forEach((flush) => flush && flush());
+      const now = perf.now();
+      owed = owed.filter((x) => now - x[2] < 100);
+      if (!owed.length || now > cap) return;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
   const snapshot = () => {
     observers.forEach((flush) => flush && flush());
     const n = perf.getEntriesByType('navigation')[0];
@@ -67,7 +99,7 @@
       count: perf.interactionCount || byId.size,
     };
   };
-  window.__fieldlabLab = {snapshot};
+  window.__fieldlabLab = {snapshot, settle};
   // The last word of a document that is going away; the runner also snapshots the current
   // document at the end of every step.
   addEventListener('pagehide', () => {

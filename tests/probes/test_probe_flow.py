@@ -137,6 +137,34 @@ async def test_three_step_flow_timings_vitals_resources_errors(
     assert r["artifacts"] == [s["screenshot"] for s in r["steps"]]
 
 
+async def test_step_ending_on_a_slow_click_still_reports_it(
+    pool: BrowserPool, site: SiteServer, tmp_path: Path
+) -> None:
+    """The browser reports an interaction only once the frame after it is presented, tens of ms
+    after the handler ends; a step that ends right on the click must still see its latency
+    (before the step end waited for it, about one in four such steps reported only the
+    pointerdown's 16 ms)."""
+    site.html("/", PRODUCT)
+
+    async def flow(page: Any, step: Any) -> None:
+        async with step("open"):
+            await page.goto("/")
+        for n in range(6):
+            async with step(f"click {n}"):
+                await page.click("#add")
+
+    result = await run_flow(
+        flow, base_url=site.url, pool=pool, policy=policy_for(site), artifacts_dir=tmp_path
+    )
+    assert result.status == "passed", result.error
+    clicks = result.steps[1:]
+    assert len(clicks) == 6
+    for s in clicks:
+        (span,) = [n for n in s.navigations if n.kind == "timespan"]
+        assert span.interactions == 1, s.name
+        assert (span.vitals["INP"] or 0) >= 150, (s.name, span.vitals)
+
+
 async def test_failing_flow_keeps_screenshot_and_trace(
     pool: BrowserPool, site: SiteServer, tmp_path: Path
 ) -> None:
