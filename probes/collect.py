@@ -141,13 +141,14 @@ class Recorder:
         with contextlib.suppress(msgspec.DecodeError):
             self.bucket.reports.append(msgspec.json.decode(str(payload), type=Snapshot))
 
-    async def snapshot(self, settle: bool = False) -> Snapshot | None:
-        """The current document's observations; ``settle`` first waits (at most 1 s) for Event
-        Timing entries of recent input that the browser has yet to report (lab_vitals.js)."""
+    async def snapshot(self, settle: bool = False, paint: bool = False) -> Snapshot | None:
+        """The current document's observations. ``settle`` first waits (at most 1 s) for Event
+        Timing entries of recent input that the browser has yet to report, and with ``paint``
+        (at most 0.5 s) for a first contentful paint not reported yet (lab_vitals.js)."""
         raw = await self.page.evaluate(
-            "(settle) => { const lab = window.__fieldlabLab; if (!lab) return null;"
-            " return settle ? lab.settle().then(lab.snapshot) : lab.snapshot(); }",
-            settle,
+            "([settle, paint]) => { const lab = window.__fieldlabLab; if (!lab) return null;"
+            " return settle ? lab.settle(paint).then(lab.snapshot) : lab.snapshot(); }",
+            [settle, paint],
         )
         try:
             return None if raw is None else msgspec.convert(raw, Snapshot)

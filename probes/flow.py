@@ -241,10 +241,10 @@ class _Attempt:
 
     # --- steps --------------------------------------------------------------------------------
 
-    async def _snapshot(self, settle: bool = False) -> Snapshot | None:
+    async def _snapshot(self, settle: bool = False, paint: bool = False) -> Snapshot | None:
         assert self.recorder is not None
         try:
-            return await asyncio.wait_for(self.recorder.snapshot(settle), self.cfg.step_timeout_s)
+            return await asyncio.wait_for(self.recorder.snapshot(settle, paint), self.cfg.step_timeout_s)
         except Exception:
             return None  # about:blank, a closed page, a document mid-navigation
 
@@ -300,8 +300,9 @@ class _Attempt:
                 taken = await self._playwright_screenshot(shot)
             if end is not None and end.fcp is None:
                 # Nothing painted yet when the step ended (a fresh page in a headless browser may
-                # not draw until asked): the screenshot has had a frame made since.
-                end = await self._snapshot() or end
+                # not draw until asked): the screenshot has had a frame made since, and its paint
+                # timing is reported once that frame is presented.
+                end = await self._snapshot(settle=True, paint=True) or end
             self._collect(result)
             result.navigations = step_vitals(self._step_start, self._step_reports, end)
             if taken:

@@ -165,6 +165,28 @@ async def test_step_ending_on_a_slow_click_still_reports_it(
         assert (span.vitals["INP"] or 0) >= 150, (s.name, span.vitals)
 
 
+async def test_step_ending_before_the_first_paint_waits_for_it(
+    pool: BrowserPool, site: SiteServer, tmp_path: Path
+) -> None:
+    """Paint timing, like Event Timing, is reported only after a frame is presented: a step that
+    ends before the page has painted anything contentful waits (briefly) for its FCP."""
+    site.html(
+        "/", "<!doctype html><body><script>setTimeout(() => document.body.append('late text'), 250)</script>"
+    )
+
+    async def flow(page: Any, step: Any) -> None:
+        async with step("open"):
+            await page.goto("/")
+
+    result = await run_flow(
+        flow, base_url=site.url, pool=pool, policy=policy_for(site), artifacts_dir=tmp_path
+    )
+    assert result.status == "passed", result.error
+    (nav,) = result.steps[0].navigations
+    assert nav.vitals["FCP"] is not None
+    assert nav.vitals["FCP"] >= 250
+
+
 async def test_failing_flow_keeps_screenshot_and_trace(
     pool: BrowserPool, site: SiteServer, tmp_path: Path
 ) -> None:
