@@ -17,6 +17,8 @@
   const byId = new Map(); // interactionId -> [startTime, longest duration]
   let firstInput = null;
   let owed = []; // input events still owed an Event Timing entry; see settle()
+  const GRACE_MS = 100; // how long after its handlers an owed event's entry is waited for
+  const unowe = (now) => (owed = owed.filter((x) => now - x[2] < GRACE_MS));
   const observe = (type, cb, opts) => {
     try {
       const po = new PerformanceObserver((l) => cb(l.getEntries()));
@@ -62,7 +64,7 @@
       type,
       (e) => {
         if (!e.isTrusted) return;
-        if (owed.length > 50) owed = owed.filter((x) => perf.now() - x[2] < 100); // no settle() yet
+        if (owed.length > 50) unowe(perf.now()); // no settle() lately
         const x = [type, e.timeStamp, Infinity];
         owed.push(x);
         setTimeout(() => (x[2] = perf.now()), 0); // runs once every handler of e has
@@ -72,19 +74,20 @@
   );
   // Paint timing arrives the same way, after presentation: with ``paint`` settle() also waits
   // (500 ms at most: a page may have nothing contentful to paint) for a visible page's FCP.
+  const flushAll = () => observers.forEach((flush) => flush && flush());
   const settle = async (paint) => {
     const start = perf.now();
     for (;;) {
-      observers.forEach((flush) => flush && flush());
+      flushAll();
       const now = perf.now();
-      owed = owed.filter((x) => now - x[2] < 100);
+      unowe(now);
       const unpainted = paint && fcp === null && document.visibilityState === 'visible' && now - start < 500;
       if ((!owed.length && !unpainted) || now - start > 1000) return;
       await new Promise((r) => setTimeout(r, 5));
     }
   };
   const snapshot = () => {
-    observers.forEach((flush) => flush && flush());
+    flushAll();
     const n = perf.getEntriesByType('navigation')[0];
     const interactions = [];
     byId.forEach((v, id) => interactions.push([v[0], v[1], id]));
