@@ -181,7 +181,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         svc.snippet = snippet.StaticAsset.load(settings.static_path() / "fieldlab.js")
-        add_beacon_schemas(app)
+        add_beacon_schemas(app, beacon.PATH)
         if settings.config_file:
             applied = await configfile.apply(
                 db=db,
@@ -231,7 +231,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     ingest = Router(
         path="/",
-        route_handlers=[beacon.beacon_preflight, beacon.beacon],
+        route_handlers=[beacon.beacon],
         middleware=[
             ratelimit.limiter(
                 limits_storage,

@@ -188,6 +188,16 @@ async def test_cors_preflight_only_for_allowed_origins(client: Client, site: dic
     assert "access-control-allow-origin" not in bad.headers
 
 
+async def test_other_methods_get_405_naming_the_allowed_ones(client: Client, site: dict[str, Any]) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        r = await client.request(method, f"/api/v1/beacon?site={site['key']}")
+        assert r.status_code == 405, (method, r.text)
+        assert r.headers["allow"] == "OPTIONS, POST"
+        assert "POST" in r.json()["detail"]
+    # Not refused beacons: the rejection counter is for POSTs.
+    assert 'reason="method"' not in (await client.get("/metrics")).text
+
+
 BAD: list[tuple[str, Callable[[str], dict[str, Any]], int, str]] = [
     # (case, request builder given the site key, status, words the message must contain)
     ("no key", lambda k: {"query": "", "body": page_view()}, 400, "site"),
@@ -196,7 +206,8 @@ BAD: list[tuple[str, Callable[[str], dict[str, Any]], int, str]] = [
     ("no origin", lambda k: {"headers": {"origin": ""}}, 403, "Origin"),
     ("xml content type", lambda k: {"headers": {"content-type": "application/xml"}}, 415, "application/xml"),
     ("form content type", lambda k: {"headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "text/plain"),
-    ("too large", lambda k: {"body": page_view(url="https://shop.example/" + "a" * 70000)}, 413, ""),
+    ("too large", lambda k: {"body": page_view(url="https://shop.example/" + "a" * 70000)}, 413, "FIELDLAB_BEACON_MAX_BYTES"),
+    ("bad content length", lambda k: {"headers": {"content-length": "lots"}}, 400, "Content-Length"),
     ("not json", lambda k: {"body": b"{nope"}, 400, "malformed JSON"),
     ("empty", lambda k: {"body": b""}, 400, "empty"),
     ("scalar", lambda k: {"body": 42}, 400, "expected"),
