@@ -22,7 +22,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import tempfile
 import time
 import weakref
@@ -202,8 +201,9 @@ def _kill(pid: int) -> None:
         for a in p.cmdline
         if a.startswith("--user-data-dir=") and "lighthouse" in a
     ]
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    # Not killpg first: the CLI would die before the snapshot, and a Chrome it had just started
+    # (its own session, so not in the group) would pass to PID 1 out of reach. kill_tree
+    # freezes the whole tree, then kills it.
     procs.kill_tree(pid)
     for profile in profiles:
         shutil.rmtree(profile, ignore_errors=True)

@@ -104,27 +104,47 @@ def _prctl(option: int, arg: int) -> int:
         return -1
 
 
+def _freeze(root: int, include_root: bool, extra: Iterable[int]) -> list[Proc]:
+    """SIGSTOP ``root``, its descendants and ``extra``, snapshotting again until a snapshot
+    finds nothing new: a process forked between a snapshot and its parent's stop (Lighthouse's
+    chrome-launcher starting Chrome, Chrome starting a renderer) is caught by the next one. Once
+    all are stopped, none can fork, and none can die and orphan an unseen child to PID 1."""
+    stopped: dict[int, Proc] = {}
+    for _ in range(20):
+        procs = all_procs()
+        tree = descendants(root, procs)
+        if include_root and root in procs:
+            tree.insert(0, procs[root])
+        tree.extend(procs[pid] for pid in extra if pid in procs)
+        new = [p for p in tree if p.pid not in stopped]
+        if not new:
+            break
+        for p in new:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p.pid, signal.SIGSTOP)
+            stopped[p.pid] = p
+    return list(stopped.values())
+
+
 def kill_tree(
     root: int, *, include_root: bool = True, extra: Iterable[int] = (), timeout_s: float = 5.0
 ) -> list[int]:
     """SIGKILL ``root`` and all its descendants (plus ``extra`` pids), wait until they are
     gone and reap those that ended up as our children. Returns the pids that were signalled.
 
+    The tree is frozen first (see ``_freeze``): killed one by one while it still runs, a parent
+    could start a child after the snapshot, or die first and hand a child to PID 1, out of reach.
     A pid that was our own child before the kill (e.g. an ``asyncio`` subprocess) is left to
     its owner to reap, so this never steals an exit status from ``subprocess``/``asyncio``.
     """
     me = os.getpid()
-    procs = all_procs()
-    tree = descendants(root, procs)
-    if include_root and root in procs:
-        tree.insert(0, procs[root])
-    tree.extend(procs[pid] for pid in extra if pid in procs)
-    owned_before = {p.pid for p in tree if p.ppid == me}
-    leftovers = [d for p in tree for d in singleton_dirs(p)]
     was_subreaper = _prctl(_PR_GET_CHILD_SUBREAPER, 0) == 1
     if not was_subreaper:
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     try:
+        tree = _freeze(root, include_root, extra)
+        owned_before = {p.pid for p in tree if p.ppid == me}
+        leftovers = [d for p in tree for d in singleton_dirs(p)]
         for p in tree:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(p.pid, signal.SIGKILL)
