@@ -20,7 +20,9 @@ from app.ingest.decode import SiteRules
 from app.ingest.normalise import validate_rule_pattern
 from app.models import ApiToken, Site
 
-SCOPES = ("read", "admin")
+# read: queries and the dashboard. deploy: the same, and adding deploy markers (what a CI job
+# needs, without the power of an admin). admin: everything. read and deploy may be limited to a site.
+SCOPES = ("read", "deploy", "admin")
 
 
 class InvalidInput(ValueError):
@@ -216,6 +218,9 @@ class Principal:
 
     def can_read(self, site_id: int) -> bool:
         return self.site_id is None or self.site_id == site_id
+
+    def can_mark_deploys(self, site_id: int) -> bool:
+        return self.scope == "admin" or (self.scope == "deploy" and self.can_read(site_id))
 
 
 async def authenticate(*, db: Database, token: str, admin_token: str) -> Principal | None:

@@ -59,12 +59,14 @@ async def _site(request: Request[Any, Any, Any], site_id: int) -> None:
     tags=["budgets"],
 )
 async def add_marker(request: Request[Any, Any, Any], site_id: int, data: MarkerIn) -> dict[str, Any]:
-    """Record a deploy (admin token, or a token limited to this site, e.g. the CI's). Regression
-    comparisons can start at it (`marker=latest`)."""
+    """Record a deploy (an admin token, or a deploy token of all sites or of this one, e.g. the
+    CI's). Regression comparisons can start at it (`marker=latest`)."""
     principal = principal_of(request)
-    if principal.scope != "admin" and principal.site_id != site_id:
+    if not principal.can_mark_deploys(site_id):
         raise PermissionDeniedException(
-            "adding a marker needs an admin token or a token limited to this site"
+            "adding a marker needs an admin token or a deploy token for this site "
+            f"(this one has scope {principal.scope!r}"
+            + (f", limited to site {principal.site_id})" if principal.site_id is not None else ")")
         )
     await _site(request, site_id)
     try:

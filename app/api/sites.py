@@ -38,7 +38,7 @@ class SiteOut(msgspec.Struct):
 
 
 class TokenCreate(msgspec.Struct):
-    scope: Literal["read", "admin"]
+    scope: Literal["read", "deploy", "admin"]
     name: str = ""
     site_id: int | None = None
 

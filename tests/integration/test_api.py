@@ -98,6 +98,13 @@ async def test_tokens_are_scoped_and_stored_hashed(client: Client, db: Database)
     assert (await client.get(f"/api/v1/sites/{other['id']}/summary", headers=as_scoped)).status_code == 403
     assert [s["id"] for s in (await client.get("/api/v1/sites", headers=as_scoped)).json()] == [shop["id"]]
 
+    # A deploy token reads like a read token (limited to its site here) and is no admin.
+    deploy = (await client.post("/api/v1/tokens", json={"scope": "deploy", "site_id": shop["id"]})).json()
+    as_deploy = {"authorization": f"Bearer {deploy['token']}"}
+    assert (await client.get(f"/api/v1/sites/{shop['id']}/summary", headers=as_deploy)).status_code == 200
+    assert (await client.get(f"/api/v1/sites/{other['id']}/summary", headers=as_deploy)).status_code == 403
+    assert (await client.post("/api/v1/tokens", json={"scope": "read"}, headers=as_deploy)).status_code == 403
+
     bad_scope = await client.post("/api/v1/tokens", json={"scope": "root"})
     assert bad_scope.status_code == 400
     assert "scope" in bad_scope.json()["detail"]
@@ -107,7 +114,8 @@ async def test_tokens_are_scoped_and_stored_hashed(client: Client, db: Database)
     everything = json.dumps(stored, default=str)
     assert read["token"] not in everything
     assert scoped["token"] not in everything
-    assert len(stored) == 2
+    assert deploy["token"] not in everything
+    assert len(stored) == 3
 
 
 # --- summary ---------------------------------------------------------------------------------

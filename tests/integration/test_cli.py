@@ -179,11 +179,13 @@ def test_tokens_create_admin_and_site_scoped(database_url: str) -> None:
     site = add_shop(database_url)
     admin = ok(database_url, "tokens", "create", "--scope", "admin").stdout.strip()
     scoped = ok(database_url, "tokens", "create", "--scope", "read", "--site", str(site["id"])).stdout.strip()
-    assert admin != scoped
+    ci = ok(database_url, "tokens", "create", "--scope", "deploy", "--site", str(site["id"])).stdout.strip()
+    assert len({admin, scoped, ci}) == 3
     rows = query(database_url, "SELECT scope, site_id, token_hash FROM api_token ORDER BY id")
     assert rows == [
         ("admin", None, hashlib.sha256(admin.encode()).hexdigest()),
         ("read", site["id"], hashlib.sha256(scoped.encode()).hexdigest()),
+        ("deploy", site["id"], hashlib.sha256(ci.encode()).hexdigest()),
     ]
 
 

@@ -49,24 +49,28 @@ async def test_markers_api(client: Client) -> None:
     assert [m["id"] for m in only_main] == [first["id"]]
     assert (await client.get(f"/api/v1/sites/{other['id']}/markers")).json() == []
 
-    # A CI token limited to the site may add markers; a token of another site or an unscoped
-    # read token may not.
-    ci = await token(client, "read", sid)
-    r = await client.post(
-        f"/api/v1/sites/{sid}/markers",
-        json={"commit": "c1", "branch": "main"},
-        headers={"authorization": f"Bearer {ci}"},
-    )
-    assert r.status_code == 201, r.text
-    elsewhere = await token(client, "read", other["id"])
-    reader = await token(client, "read")
-    for bearer in (elsewhere, reader):
+    # A deploy token (a CI's) of this site or of all sites may add markers; a deploy token of
+    # another site, or any read token, may not - a leaked dashboard token cannot fake deploys.
+    for ci in (await token(client, "deploy", sid), await token(client, "deploy")):
+        r = await client.post(
+            f"/api/v1/sites/{sid}/markers",
+            json={"commit": "c1", "branch": "main"},
+            headers={"authorization": f"Bearer {ci}"},
+        )
+        assert r.status_code == 201, r.text
+    refused = {
+        "deploy token of another site": await token(client, "deploy", other["id"]),
+        "read token of the site": await token(client, "read", sid),
+        "read token": await token(client, "read"),
+    }
+    for case, bearer in refused.items():
         r = await client.post(
             f"/api/v1/sites/{sid}/markers",
             json={"commit": "c2", "branch": "main"},
             headers={"authorization": f"Bearer {bearer}"},
         )
-        assert r.status_code == 403, r.text
+        assert r.status_code == 403, (case, r.text)
+        assert "deploy token" in r.json()["detail"], case
     r = await client.post(
         f"/api/v1/sites/{sid}/markers", json={"commit": "c3", "branch": "main"}, headers={"authorization": ""}
     )
