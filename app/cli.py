@@ -213,7 +213,12 @@ def sites_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
 @tokens_app.command("create")
 def tokens_create(
-    scope: Annotated[str, typer.Option(help="read (dashboards, queries), deploy (read + add deploy markers: for CI) or admin (everything).")],
+    scope: Annotated[
+        str,
+        typer.Option(
+            help="read (dashboards, queries), deploy (read + add deploy markers: for CI) or admin (everything)."
+        ),
+    ],
     name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "",
     site: Annotated[int | None, typer.Option(help="Limit a read token to this site id.")] = None,
 ) -> None:
