@@ -220,7 +220,7 @@ def tokens_create(
         ),
     ],
     name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "",
-    site: Annotated[int | None, typer.Option(help="Limit a read token to this site id.")] = None,
+    site: Annotated[int | None, typer.Option(help="Limit a read or deploy token to this site id.")] = None,
 ) -> None:
     """Create an API token. It is printed once; fieldlab keeps only its hash."""
     settings = _settings()

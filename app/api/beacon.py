@@ -82,16 +82,20 @@ def _site_param(query_string: bytes) -> str | None:
     return None
 
 
+def _too_large(limit: int) -> BeaconError:
+    return BeaconError(413, f"beacon body over {limit} bytes (FIELDLAB_BEACON_MAX_BYTES)", "too_large")
+
+
 async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes: from
     Content-Length before reading, and while streaming (chunked, or a wrong length)."""
-    too_large = BeaconError(413, f"beacon body over {limit} bytes (FIELDLAB_BEACON_MAX_BYTES)", "too_large")
     if declared:
         try:
-            if int(declared) > limit:
-                raise too_large
+            over = int(declared) > limit
         except ValueError:
             raise BeaconError(400, f"invalid Content-Length header {declared!r}", "malformed") from None
+        if over:
+            raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -101,7 +105,7 @@ async def _read_body(receive: Receive, declared: str | None, limit: int) -> byte
         chunk = cast("bytes", message.get("body", b""))
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -163,11 +167,11 @@ _PREFLIGHT = (
 )
 
 
-async def _preflight(svc: Services, scope: Scope) -> tuple[tuple[bytes, bytes], ...]:
+async def _preflight(svc: Services, scope: Scope, send: Send) -> None:
     """CORS preflight (fetch with application/json). Answered only for the site's origins."""
     origin = _request_headers(scope).get(b"origin", "")
     await _site_for(svc, _site_param(scope["query_string"]), origin)
-    return _PREFLIGHT
+    await _respond(send, origin, _PREFLIGHT)
 
 
 @asgi(PATH, copy_scope=False)
@@ -179,8 +183,7 @@ async def beacon(scope: Scope, receive: Receive, send: Send) -> None:
         if method == "POST":
             await _post(svc, scope, receive, send)
         elif method == "OPTIONS":
-            extra = await _preflight(svc, scope)
-            await _respond(send, _request_headers(scope).get(b"origin", ""), extra)
+            await _preflight(svc, scope, send)
         else:
             raise BeaconError(
                 405, f"method {method} not allowed; beacons are POSTed", "method", {"Allow": "OPTIONS, POST"}
