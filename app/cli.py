@@ -380,7 +380,12 @@ def gate(
     ] = None,
     branch: Annotated[str | None, typer.Option(help="Branch for --baseline/--upload.")] = None,
     commit: Annotated[str | None, typer.Option(help="Commit SHA for --upload's deploy marker.")] = None,
-    token: Annotated[str, typer.Option(help="Admin token of the --baseline/--upload server.")] = "",
+    token: Annotated[
+        str,
+        typer.Option(
+            help="Token of the --baseline/--upload server: read is enough for --baseline, --upload needs deploy (of every site) or admin."
+        ),
+    ] = "",
     site: Annotated[int | None, typer.Option(help="Site id that --upload adds the deploy marker to.")] = None,
     output_dir: Annotated[
         Path | None,

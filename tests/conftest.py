@@ -157,6 +157,18 @@ async def make_site(client: AsyncTestClient[Litestar] | httpx.AsyncClient, **bod
     return site
 
 
+async def make_token(client: AsyncTestClient[Litestar], scope: str, site_id: int | None = None) -> str:
+    """A new stored token (created with the admin token); its secret value."""
+    r = await client.post(
+        "/api/v1/tokens",
+        json={"scope": scope, "site_id": site_id},
+        headers={"authorization": f"Bearer {ADMIN}"},
+    )
+    assert r.status_code == 201, r.text
+    value: str = r.json()["token"]
+    return value
+
+
 def beacon_headers(origin: str = "https://shop.example", ua: str = BROWSER_UA) -> dict[str, str]:
     return {"content-type": "text/plain;charset=UTF-8", "origin": origin, "user-agent": ua}
 

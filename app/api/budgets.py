@@ -221,16 +221,35 @@ class EvaluationIn(msgspec.Struct):
 _EVALUATION_MAX_BYTES = 4 * 1024 * 1024
 
 
+async def _scope_access(request: Request[Any, Any, Any], scope: str, *, record: bool = False) -> None:
+    """403 naming why, unless this token may read (or, ``record``, store) the budget scope."""
+    principal = principal_of(request)
+    if principal.scope == "admin":
+        return
+    if record and principal.scope != "deploy":
+        raise PermissionDeniedException(
+            f"storing budget status needs an admin or a deploy token (this one has scope {principal.scope!r})"
+        )
+    site_id = (await store.scope_sites(db=services(request).db, scopes=[scope]))[scope]
+    if not principal.can_see_scope(site_id):
+        owner = f"site {site_id}" if site_id is not None else "no site (only tokens of every site reach it)"
+        raise PermissionDeniedException(
+            f"this token is limited to site {principal.site_id}; scope {scope!r} belongs to {owner}"
+        )
+
+
 @post(
     "/api/v1/budget-status",
-    guards=[require_admin],
+    guards=[require_read],
     status_code=HTTP_201_CREATED,
     tags=["budgets"],
     request_max_body_size=_EVALUATION_MAX_BYTES,
 )
 async def record_evaluation(request: Request[Any, Any, Any], data: EvaluationIn) -> dict[str, Any]:
     """Store an evaluation made elsewhere (e.g. `fieldlab gate --upload`) as the scope's latest:
-    it enters the history and the alert states, and notifies webhooks on changes."""
+    it enters the history and the alert states, and notifies webhooks on changes. An admin
+    token, or a deploy token (CI's) of every site or of the scope's site."""
+    await _scope_access(request, data.scope, record=True)
     verdicts = [Verdict(**msgspec.structs.asdict(v)) for v in data.verdicts]
     events = await budget_service(request).record(data.scope, verdicts, run_id=data.run_id)
     return {
@@ -239,7 +258,7 @@ async def record_evaluation(request: Request[Any, Any, Any], data: EvaluationIn)
     }
 
 
-@get("/api/v1/budget-status", guards=[require_admin], tags=["budgets"])
+@get("/api/v1/budget-status", guards=[require_read], tags=["budgets"])
 async def status_history(
     request: Request[Any, Any, Any],
     # `scope` is Litestar's reserved name for the ASGI scope, hence the alias.
@@ -248,7 +267,9 @@ async def status_history(
     since: datetime | None = None,
     limit: Annotated[int, Parameter(ge=1, le=5000)] = 500,
 ) -> list[dict[str, Any]]:
-    """Budget status history of a scope, newest first."""
+    """Budget status history of a scope, newest first (`gate:BRANCH` scopes: tokens of every
+    site only)."""
+    await _scope_access(request, scope_)
     rows = await store.status_history(
         db=services(request).db,
         scope=scope_,
@@ -262,11 +283,20 @@ async def status_history(
     ]
 
 
-@get("/api/v1/alerts", guards=[require_admin], tags=["budgets"])
+@get("/api/v1/alerts", guards=[require_read], tags=["budgets"])
 async def alert_states(
     request: Request[Any, Any, Any], scope_: str | None = Parameter(query="scope", default=None)
 ) -> list[dict[str, Any]]:
-    """Every budget's alert state: `summary` (ok, warning, failing) and each band's state."""
+    """Every budget's alert state: `summary` (ok, warning, failing) and each band's state (a
+    token limited to one site sees that site's scopes)."""
+    db = services(request).db
+    if scope_ is not None:
+        await _scope_access(request, scope_)
+    states = await store.alert_states(db=db, scope=scope_)
+    principal = principal_of(request)
+    if principal.site_id is not None and scope_ is None:
+        owners = await store.scope_sites(db=db, scopes={a.scope for a in states})
+        states = [a for a in states if principal.can_see_scope(owners[a.scope])]
     return [
         {
             "scope": a.scope,
@@ -277,7 +307,7 @@ async def alert_states(
             "bands": a.bands,
             "updated": store.iso_ms(a.updated_ms),
         }
-        for a in await store.alert_states(db=services(request).db, scope=scope_)
+        for a in states
     ]
 
 

@@ -173,7 +173,9 @@ def _check_server_options(opts: GateOptions) -> None:
     if opts.upload_server and not opts.commit:
         raise GateError("--upload needs --commit SHA")
     if (opts.baseline_server or opts.upload_server) and not opts.token:
-        raise GateError("--baseline and --upload need --token (an admin token of that server)")
+        raise GateError(
+            "--baseline and --upload need --token (that server's: read for --baseline, deploy or admin for --upload)"
+        )
 
 
 def judge(opts: GateOptions, settings: Settings) -> Outcome:

@@ -3,7 +3,7 @@ delivery log. Keyword-only data functions, as elsewhere; routes and jobs call th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from app.budgets.alerts import AlertEvent, AlertPolicy, BudgetState, step
 from app.budgets.verdict import Verdict
 from app.db import Database, now_ms
-from app.models import AlertState, BudgetStatus, DeployMarker, Site, Webhook, WebhookDelivery, table
+from app.models import AlertState, BudgetStatus, Check, DeployMarker, Site, Webhook, WebhookDelivery, table
 from app.sites import InvalidInput
 
 FORMATS = ("json", "slack")
@@ -230,6 +230,34 @@ async def status_history(
     query = query.order_by(col(BudgetStatus.evaluated_ms).desc(), col(BudgetStatus.id).desc()).limit(limit)
     async with db.read() as session:
         return list((await session.exec(query)).all())
+
+
+def _scope_id(scope: str, kind: str) -> int | None:
+    prefix = f"{kind}:"
+    rest = scope[len(prefix) :] if scope.startswith(prefix) else ""
+    return int(rest) if rest.isdigit() else None
+
+
+async def scope_sites(*, db: Database, scopes: Iterable[str]) -> dict[str, int | None]:
+    """The site each budget scope belongs to: ``site:N`` is site N, ``check:N`` its check's
+    site (None for a check of no site, or no such check); any other scope (``gate:BRANCH``, a
+    caller's label) belongs to none."""
+    wanted = set(scopes)
+    check_ids = {cid for s in wanted if (cid := _scope_id(s, "check")) is not None}
+    check_sites: dict[int, int | None] = {}
+    if check_ids:
+        async with db.read() as session:
+            rows = await session.exec(select(Check.id, Check.site_id).where(col(Check.id).in_(check_ids)))
+            check_sites = {cid: sid for cid, sid in rows.all() if cid is not None}
+    out: dict[str, int | None] = {}
+    for s in wanted:
+        if (sid := _scope_id(s, "site")) is not None:
+            out[s] = sid
+        elif (cid := _scope_id(s, "check")) is not None:
+            out[s] = check_sites.get(cid)
+        else:
+            out[s] = None
+    return out
 
 
 async def alert_states(*, db: Database, scope: str | None = None) -> list[AlertState]:

@@ -1,7 +1,7 @@
 """Budgets and alerts: every budget's current alert state, one budget's status history, and the
 webhook delivery log. Read through app/budgets/store.py, as the API does; like the API's
-budget-status, alerts and webhook routes it needs an admin sign-in (deliveries name webhook
-URLs and payloads)."""
+webhook routes it needs an admin sign-in (deliveries name webhook URLs and payloads), while the
+API's budget-status and alerts also answer read tokens, within their site."""
 
 from __future__ import annotations
 

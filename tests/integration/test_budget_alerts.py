@@ -22,6 +22,8 @@ from app.budgets.service import BudgetService
 from app.budgets.verdict import Status, Verdict
 from app.config import Settings
 from app.db import Database, now_ms
+from app.models import Check
+from tests.conftest import make_site, make_token
 from tests.integration.webhook_receiver import Receiver
 
 Client = AsyncTestClient[Litestar]
@@ -350,3 +352,65 @@ async def test_a_ci_upload_of_many_verdicts_is_accepted(client: Client) -> None:
     r = await client.post("/api/v1/budget-status", json={"scope": "no scope", "verdicts": []})
     assert r.status_code == 400
     assert "scope" in r.json()["detail"]
+
+
+async def test_who_may_store_and_read_budget_status(client: Client, db: Database) -> None:
+    """CI uploads with a deploy token, not an admin one; a token limited to a site reaches that
+    site's scopes (its checks' too) and nothing else, gate:BRANCH scopes included."""
+    a, b = (await make_site(client))["id"], (await make_site(client))["id"]
+    async with db.write() as session:
+        check = Check(name="a-home", kind="flow", target="https://a.example/", site_id=a,
+                      steps=[{"goto": "/"}], created_ms=now_ms())  # fmt: skip
+        session.add(check)
+    scopes = {
+        "site-a": f"site:{a}",
+        "check-a": f"check:{check.id}",
+        "site-b": f"site:{b}",
+        "gate": "gate:main",
+    }
+    tokens = [
+        ("deploy", "deploy", None),
+        ("deploy-a", "deploy", a),
+        ("read", "read", None),
+        ("read-a", "read", a),
+    ]
+    bearer = {
+        name: {"authorization": f"Bearer {await make_token(client, scope, site)}"}
+        for name, scope, site in tokens
+    }
+
+    async def post(who: str, scope: str) -> Any:
+        body = {"scope": scopes[scope], "verdicts": [verdict_body("pass", 1500)]}
+        return await client.post("/api/v1/budget-status", json=body, headers=bearer[who])
+
+    for scope in scopes:
+        assert (await post("deploy", scope)).status_code == 201, scope
+    for scope in ("site-a", "check-a"):
+        assert (await post("deploy-a", scope)).status_code == 201, scope
+    r = await post("deploy-a", "site-b")
+    assert r.status_code == 403
+    assert r.json()["detail"] == f"this token is limited to site {a}; scope 'site:{b}' belongs to site {b}"
+    r = await post("deploy-a", "gate")
+    assert r.status_code == 403
+    assert "belongs to no site" in r.json()["detail"]
+    r = await post("read", "gate")
+    assert r.status_code == 403
+    assert (
+        r.json()["detail"]
+        == "storing budget status needs an admin or a deploy token (this one has scope 'read')"
+    )
+
+    async def history(who: str, scope: str) -> Any:
+        return await client.get("/api/v1/budget-status", params={"scope": scopes[scope]}, headers=bearer[who])
+
+    assert len((await history("read-a", "site-a")).json()) == 2  # the deploy tokens' two uploads
+    assert len((await history("read-a", "check-a")).json()) == 2
+    assert (await history("read-a", "site-b")).status_code == 403
+    assert (await history("read-a", "gate")).status_code == 403
+    assert len((await history("read", "gate")).json()) == 1
+
+    seen = {s["scope"] for s in (await client.get("/api/v1/alerts", headers=bearer["read-a"])).json()}
+    assert seen == {scopes["site-a"], scopes["check-a"]}
+    assert {s["scope"] for s in (await client.get("/api/v1/alerts")).json()} == set(scopes.values())
+    r = await client.get("/api/v1/alerts", params={"scope": scopes["gate"]}, headers=bearer["read-a"])
+    assert r.status_code == 403

@@ -48,19 +48,26 @@ def test_upload_then_compare_with_the_baseline(
         f"{server}/api/v1/sites", json={"name": "ci", "origins": ["http://127.0.0.1"]}, headers=headers
     )
     site_id = site.json()["id"]
+    # CI holds no admin token: a deploy token uploads, a read token is enough for the baseline.
+    ci, reader = (
+        httpx.post(f"{server}/api/v1/tokens", json={"scope": scope, "name": scope}, headers=headers).json()[
+            "token"
+        ]
+        for scope in ("deploy", "read")
+    )
 
     builds = tmp_path / "build"
     builds.mkdir()
     for f in lhrs:
         shutil.copy(f, builds / f.name)
-    proc = gate("--budgets", tmp_path / "b.yml", "--lhr", builds, "--upload", server, "--token", ADMIN,
+    proc = gate("--budgets", tmp_path / "b.yml", "--lhr", builds, "--upload", server, "--token", ci,
                 "--branch", "main", "--commit", "c0ffee0", "--site", str(site_id))  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "uploaded 6 verdicts as gate:main; marker c0ffee0 on main" in proc.stderr
     runner = CliRunner()  # the next four builds in-process: a subprocess costs seconds of imports
     for i in range(1, 5):
         result = runner.invoke(cli.app, ["gate", "--budgets", str(tmp_path / "b.yml"), "--lhr", str(builds),
-                                         "--upload", server, "--token", ADMIN, "--branch", "main",
+                                         "--upload", server, "--token", ci, "--branch", "main",
                                          "--commit", f"c0ffee{i}", "--site", str(site_id)])  # fmt: skip
         assert result.exit_code == 0, result.stdout + result.stderr
         assert f"marker c0ffee{i} on main" in result.stderr
@@ -80,7 +87,7 @@ def test_upload_then_compare_with_the_baseline(
             lhr["audits"]["largest-contentful-paint"]["numericValue"] += 1500
         (slower / f.name).write_text(json.dumps(lhr))
     md = tmp_path / "out.md"
-    proc = gate("--budgets", tmp_path / "b.yml", "--lhr", slower, "--baseline", server, "--token", ADMIN,
+    proc = gate("--budgets", tmp_path / "b.yml", "--lhr", slower, "--baseline", server, "--token", reader,
                 "--branch", "main", "--markdown", md, env={"FIELDLAB_REGRESS_MIN_LAB_RUNS": "3"})  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr  # still within the 6 s budget
     text = md.read_text()
@@ -99,3 +106,9 @@ def test_upload_then_compare_with_the_baseline(
                "--branch", "main", "--commit", "x")  # fmt: skip
     assert bad.returncode == 2
     assert "HTTP 401" in bad.stderr
+    refused = runner.invoke(cli.app, ["gate", "--budgets", str(tmp_path / "b.yml"), "--lhr", str(slower),
+                                      "--upload", server, "--token", reader, "--branch", "main",
+                                      "--commit", "x"])  # fmt: skip
+    assert refused.exit_code == 2
+    assert "HTTP 403" in refused.stderr
+    assert "needs an admin or a deploy token" in refused.stderr

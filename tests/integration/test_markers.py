@@ -13,17 +13,10 @@ from litestar.testing import AsyncTestClient
 
 from app.db import Database, now_ms
 from app.models import Check, CheckRun, Measurement, table
-from tests.conftest import make_site
+from tests.conftest import make_site, make_token
 
 Client = AsyncTestClient[Litestar]
 HOUR = 3_600_000
-
-
-async def token(client: Client, scope: str, site_id: int | None = None) -> str:
-    r = await client.post("/api/v1/tokens", json={"scope": scope, "site_id": site_id})
-    assert r.status_code == 201, r.text
-    value: str = r.json()["token"]
-    return value
 
 
 async def test_markers_api(client: Client) -> None:
@@ -51,7 +44,7 @@ async def test_markers_api(client: Client) -> None:
 
     # A deploy token (a CI's) of this site or of all sites may add markers; a deploy token of
     # another site, or any read token, may not - a leaked dashboard token cannot fake deploys.
-    for ci in (await token(client, "deploy", sid), await token(client, "deploy")):
+    for ci in (await make_token(client, "deploy", sid), await make_token(client, "deploy")):
         r = await client.post(
             f"/api/v1/sites/{sid}/markers",
             json={"commit": "c1", "branch": "main"},
@@ -59,9 +52,9 @@ async def test_markers_api(client: Client) -> None:
         )
         assert r.status_code == 201, r.text
     refused = {
-        "deploy token of another site": await token(client, "deploy", other["id"]),
-        "read token of the site": await token(client, "read", sid),
-        "read token": await token(client, "read"),
+        "deploy token of another site": await make_token(client, "deploy", other["id"]),
+        "read token of the site": await make_token(client, "read", sid),
+        "read token": await make_token(client, "read"),
     }
     for case, bearer in refused.items():
         r = await client.post(
