@@ -410,16 +410,36 @@ def demo_seed(
     checks: Annotated[
         bool, typer.Option("--checks/--no-checks", help="Also schedule the demo flow and Lighthouse audit.")
     ] = True,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history/--no-history",
+            help="Give a demo site without field data 14 days of generated page views and two deploys.",
+        ),
+    ] = True,
 ) -> None:
-    """Create the `demo` site (once) with the origins `serve` will use, print its key, and
-    schedule a demo flow and a Lighthouse audit of it (idempotent)."""
-    from app.demo import seed_demo_checks, seed_demo_site
+    """Create the `demo` site (once) with the origins `serve` will use, print its key, give it a
+    generated field history (once), and schedule a demo flow and a Lighthouse audit of it
+    (idempotent)."""
+    from app.demo import demo_base_url, seed_demo_checks, seed_demo_site
+    from app.demo.history import DAYS, seed_history
     from app.runner import target_policy
 
     settings = _settings()
 
     async def seed(db: Database) -> tuple[int, str, list[str]]:
         site_id, key = await seed_demo_site(db=db, host=settings.host, port=settings.port)
+        if history:
+            site = await site_data.get_site(db=db, site_id=site_id)
+            assert site is not None
+            with err.status("generating the demo's field history ..."):
+                seeded = await seed_history(
+                    db=db, site_id=site_id, base=demo_base_url(settings.host, settings.port),
+                    page_groups=tuple(site.page_groups),
+                )  # fmt: skip
+            if seeded is not None:
+                err.print(f"demo field history: {seeded.page_views:,} page views over {DAYS} days, "
+                          f"{seeded.markers} deploy markers")  # fmt: skip
         names: list[str] = []
         if checks:
             try:

@@ -55,11 +55,17 @@ def test_demo_seed_schedules_the_demo_checks_once(database_url: str) -> None:
     assert "demo checks not scheduled: target: refused http://127.0.0.1:8000" in out.stderr.replace("\n", " ")
     assert "FIELDLAB_ALLOW_PRIVATE_TARGETS=1" in out.stderr.replace("\n", "")
     assert query(database_url, "SELECT count(*) FROM synthetic_check") == [(0,)]
+    assert (
+        "demo field history: " in out.stderr
+    )  # page views over 14 days (tests/integration/test_demo_history.py)
+    generated = query(database_url, "SELECT count(*) FROM measurement")
+    assert generated[0][0] > 10_000
 
     for port in (8000, 8765):  # again, on another port: still two checks, retargeted
         out = seed(database_url, port, **MAKE_RUN)
         assert "demo check demo-shop-flow (every 300 s)" in out.stderr
         assert "demo check demo-home-lighthouse (every 3600 s)" in out.stderr
+        assert "demo field history" not in out.stderr  # once: the site has field data now
     rows = query(
         database_url, "SELECT name, kind, target, flow_file, interval_s FROM synthetic_check ORDER BY id"
     )
@@ -68,6 +74,7 @@ def test_demo_seed_schedules_the_demo_checks_once(database_url: str) -> None:
         ("demo-home-lighthouse", "lighthouse", "http://127.0.0.1:8765/demo/", None, 3600),
     ]
     assert query(database_url, "SELECT count(*) FROM site WHERE name = 'demo'") == [(1,)]
+    assert query(database_url, "SELECT count(*) FROM measurement") == generated
 
 
 def test_without_the_examples_dir_the_demo_flow_is_declarative(database_url: str, tmp_path: Path) -> None:

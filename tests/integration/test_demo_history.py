@@ -1,0 +1,67 @@
+"""The demo's generated field history, on both databases: it reaches every view the README
+says it fills (summary, page groups, devices, the regression since the latest deploy, the error
+search), through the real ingest path, and is written once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app.db import Database, now_ms
+from app.demo.history import DAYS, seed_history
+from tests.conftest import make_site
+
+Client = AsyncTestClient[Litestar]
+GROUPS = ({"pattern": "/demo/product/*", "group": "/demo/product/:id"},)
+PRODUCT = "/demo/product/:id"
+
+
+async def _get(client: Client, path: str, **params: Any) -> Any:
+    r = await client.get(path, params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_demo_history_fills_the_views(client: Client, db: Database) -> None:
+    sid = (await make_site(client, page_groups=list(GROUPS)))["id"]
+    seeded = await seed_history(db=db, site_id=sid, base="http://127.0.0.1:8000", page_groups=GROUPS)
+    assert seeded is not None
+    assert seeded.page_views > DAYS * 24 * 20
+    assert seeded.markers == 2
+    since = datetime.fromtimestamp((now_ms() - (DAYS + 1) * 86_400_000) / 1000, UTC).isoformat()
+
+    summary = await _get(client, f"/api/v1/sites/{sid}/summary", since=since)
+    counts = {m: summary["metrics"][m]["count"] for m in ("LCP", "FCP", "TTFB", "CLS", "INP")}
+    assert counts["LCP"] == counts["FCP"] == counts["TTFB"] == counts["CLS"] == seeded.page_views, counts
+    assert 0.5 * seeded.page_views < counts["INP"] < 0.7 * seeded.page_views  # 60 % interact
+    for page in ("/demo", PRODUCT):
+        for device in ("mobile", "desktop"):
+            part = await _get(client, f"/api/v1/sites/{sid}/summary", since=since, page=page, device=device)
+            assert part["metrics"]["LCP"]["count"] > DAYS * 24, (page, device)
+
+    async def lcp_since_deploy(**filters: str) -> dict[str, Any]:
+        body = await _get(
+            client, f"/api/v1/sites/{sid}/regressions", marker="latest", metric="LCP", **filters
+        )
+        assert body["window"]["since"] == "deploy 9b3d0a1"
+        result: dict[str, Any] = body["results"][0]
+        return result
+
+    regressed = await lcp_since_deploy(page=PRODUCT, device="mobile")
+    assert regressed["outcome"] == "regressed", regressed
+    assert (await lcp_since_deploy(page=PRODUCT, device="desktop"))["outcome"] == "no-change"
+    home = await lcp_since_deploy(page="/demo", device="mobile")
+    assert home["outcome"] == "no-change", home
+
+    assert (await client.post("/api/v1/admin/jobs/search-index/run")).status_code in (200, 202)
+    groups = (await _get(client, "/api/v1/logs/groups", q="price", site=sid))["groups"]
+    assert len(groups) == 1
+    assert groups[0]["count"] > 5
+    assert [g["value"] for g in groups[0]["page_groups"]] == [PRODUCT]
+
+    assert await seed_history(db=db, site_id=sid, base="http://127.0.0.1:8000", page_groups=GROUPS) is None
+    again = await _get(client, f"/api/v1/sites/{sid}/summary", since=since)
+    assert again["metrics"]["LCP"]["count"] == seeded.page_views
