@@ -234,6 +234,14 @@ class Settings:
     webhook_backoff_s: float = field(
         default=2.0, metadata=_doc("Delay before the first webhook retry (s); it doubles for each next one.")
     )
+    deploy_watch_h: int = field(
+        default=48,
+        metadata=_doc(
+            "Hours after a site's latest deploy marker during which the budgets job compares its field "
+            "p75 (each metric, mobile and desktop) with the 24 h before the deploy and alerts on "
+            "regressions; 0: off."
+        ),
+    )
     regress_alpha: float = field(
         default=0.05,
         metadata=_doc("Significance level of regression tests (Mann-Whitney U, bootstrap interval)."),
@@ -348,7 +356,8 @@ class Settings:
         for name in ("self_alert_writer_lag_s", "self_alert_scheduler_lag_s", "self_alert_min_free_mb"):
             if not getattr(self, name) >= 0:
                 raise SettingsError(f"{env_name(name)}={getattr(self, name)!r} must not be negative")
-        for name in ("alert_renotify_s", "webhook_retries", "webhook_backoff_s", "regress_min_effect_pct"):
+        for name in ("alert_renotify_s", "webhook_retries", "webhook_backoff_s", "regress_min_effect_pct",
+                     "deploy_watch_h"):  # fmt: skip
             if not getattr(self, name) >= 0:
                 raise SettingsError(f"{env_name(name)}={getattr(self, name)!r} must not be negative")
         if not 1 <= self.alert_k <= self.alert_n:

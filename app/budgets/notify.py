@@ -65,6 +65,8 @@ def describe(event: AlertEvent) -> str:
     level = "FAIL" if event.band == "fail" else "WARN"
     numbers = f"{_value(v.actual, v.unit)} (limit {_value(v.limit, v.unit)}"
     numbers += f", {v.samples:,} samples)" if v.samples is not None else ")"
+    if v.budget_id.startswith("regression:"):  # a deploy comparison (app/budgets/watch.py) says it best
+        numbers = v.detail
     if event.kind == "failing":
         return f"{level} {v.name} is failing: {numbers}"
     if event.kind == "still-failing":

@@ -5,7 +5,8 @@ FIELDLAB_BUDGET_EVAL_INTERVAL_S, and the check scheduler calls :meth:`BudgetServ
 a synthetic run has been stored. What a budget *is* comes from an :class:`Evaluator`: it turns a
 site's field data or a finished run into verdicts (the pure ``evaluate()`` over the budget file).
 Without one, both triggers do nothing, and callers with verdicts of their own (the API, the CI
-gate's upload) use :meth:`BudgetService.record` directly.
+gate's upload) use :meth:`BudgetService.record` directly. The same job also watches recent
+deploys for field regressions (:mod:`app.budgets.watch`), budget file or not.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Protocol
 from app.budgets import store
 from app.budgets.alerts import AlertEvent, AlertPolicy
 from app.budgets.notify import Notifier, payload_for
+from app.budgets.regress import Thresholds
 from app.budgets.verdict import Verdict
+from app.budgets.watch import deploy_verdicts
 from app.config import Settings
 from app.db import Database, now_ms
 from app.models import Check, CheckRun, Site
@@ -45,6 +48,12 @@ class BudgetService:
     ) -> None:
         self.db = db
         self.policy = policy_from(settings)
+        self.watch_ms = settings.deploy_watch_h * 3_600_000
+        self.thresholds = Thresholds(
+            alpha=settings.regress_alpha,
+            min_effect_pct=settings.regress_min_effect_pct,
+            min_samples=settings.regress_min_field_samples,
+        )
         self.notifier = notifier
         self.evaluator = evaluator
         self._sending: set[asyncio.Task[None]] = set()
@@ -80,12 +89,33 @@ class BudgetService:
         return recorded.events
 
     async def periodic(self) -> None:
-        """The ``budgets`` job: send notifications a stopped process left pending, then judge
-        every site's field budgets."""
+        """The ``budgets`` job: send notifications a stopped process left pending, judge every
+        site's field budgets, then compare recent deploys."""
         resent = await self.notifier.resend_stale(now_ms=now_ms())
         if resent:
             log.info("sent %d notification(s) left pending", resent)
         await self.evaluate_field()
+        await self.watch_deploys()
+
+    async def watch_deploys(self) -> int:
+        """Regression verdicts for every site deployed within the watch period. Returns how
+        many were stored."""
+        if self.watch_ms <= 0:
+            return 0
+        stored = 0
+        at = now_ms()
+        for site in await list_sites(db=self.db):
+            try:
+                verdicts = await deploy_verdicts(
+                    db=self.db, site=site, now_ms=at, watch_ms=self.watch_ms, thresholds=self.thresholds
+                )
+            except Exception:
+                log.exception("deploy regressions of site %s could not be compared", site.name)
+                continue
+            if verdicts:
+                await self.record(f"site:{site.id}", verdicts, at_ms=at)
+                stored += len(verdicts)
+        return stored
 
     async def evaluate_field(self) -> int:
         """The periodic job: every site's field budgets. Returns how many verdicts were stored."""

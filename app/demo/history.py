@@ -28,7 +28,7 @@ from app.observability import Metrics
 
 DAYS = 14
 HOUR_MS = 3_600_000
-LATEST_DEPLOY_H = 60  # hours ago: the regression has 2.5 days of data behind it
+LATEST_DEPLOY_H = 30  # hours ago: a full day after it, and within the deploy watch (48 h)
 EARLIER_DEPLOY_H = 9 * 24
 PAGE_VIEWS_PER_HOUR = 24  # on average; the daily rhythm swings it from about 10 to 38
 UA = {

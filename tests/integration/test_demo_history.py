@@ -10,8 +10,11 @@ from typing import Any
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from app.budgets.regress import Thresholds
+from app.budgets.watch import deploy_verdicts
 from app.db import Database, now_ms
 from app.demo.history import DAYS, seed_history
+from app.sites import get_site
 from tests.conftest import make_site
 
 Client = AsyncTestClient[Litestar]
@@ -55,6 +58,17 @@ async def test_demo_history_fills_the_views(client: Client, db: Database) -> Non
     assert (await lcp_since_deploy(page=PRODUCT, device="desktop"))["outcome"] == "no-change"
     home = await lcp_since_deploy(page="/demo", device="mobile")
     assert home["outcome"] == "no-change", home
+
+    # The deploy watch (the budgets job) sees the same: mobile LCP regressed, desktop did not.
+    site = await get_site(db=db, site_id=sid)
+    assert site is not None
+    watch = await deploy_verdicts(
+        db=db, site=site, now_ms=now_ms(), watch_ms=48 * 3_600_000, thresholds=Thresholds(min_samples=100)
+    )
+    statuses = {v.budget_id: v.status for v in watch}
+    assert statuses["regression:LCP:mobile"] == "warn"
+    assert statuses["regression:LCP:desktop"] == "pass"
+    assert statuses["regression:TTFB:mobile"] == "pass"
 
     assert (await client.post("/api/v1/admin/jobs/search-index/run")).status_code in (200, 202)
     groups = (await _get(client, "/api/v1/logs/groups", q="price", site=sid))["groups"]

@@ -12,8 +12,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from app.db import Database, now_ms
-from app.models import Check, CheckRun, Measurement, table
+from app.models import Check, CheckRun, table
 from tests.conftest import make_site, make_token
+from tests.integration.field_rows import insert_field
 
 Client = AsyncTestClient[Litestar]
 HOUR = 3_600_000
@@ -94,30 +95,6 @@ async def test_marker_for_a_missing_site_is_404(client: Client) -> None:
 
 
 # --- regressions over stored data ---------------------------------------------------------------
-
-
-async def insert_field(db: Database, site_id: int, metric: str, values: Any, start: int, end: int) -> None:
-    ts = np.linspace(start, end - 1, len(values)).astype(int)
-    rows = [
-        {
-            "site_id": site_id,
-            "pageview_id": f"pv-{start}-{i}",
-            "metric": metric,
-            "value": float(v),
-            "ts": int(t),
-            "received_ms": int(t),
-            "url": "https://shop.example/p/1",
-            "page_group": "/p/:id",
-            "device": "mobile",
-            "nav": "navigate",
-            "connection": "4g",
-            "browser": "Chrome",
-            "is_bot": False,
-        }
-        for i, (v, t) in enumerate(zip(values, ts, strict=True))
-    ]
-    async with db.write_conn() as conn:
-        await conn.execute(sa.insert(table(Measurement)), rows)
 
 
 async def test_field_p75_regression_since_a_deploy(client: Client, db: Database) -> None:
