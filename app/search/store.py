@@ -29,7 +29,9 @@ DAY = 86_400_000
 # after a later one (two workers, or a slow commit), and a second read stores nothing twice.
 RUN_OVERLAP_MS = 60_000
 # PostgreSQL hands out ids before commit, so an id below the cursor may still become visible.
-# Missing ids are looked at again for this long.
+# Missing ids are looked at again for this long. The lowest one still watched is kept in the
+# database too ("js_error_low"), so that an indexer started afresh (a restart, a new leader)
+# looks at every id above it again instead of forgetting the holes.
 HOLE_TTL_S = 60.0
 HOLES_MAX = 10_000
 
@@ -62,9 +64,32 @@ class Indexer:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.holes: dict[int, float] = {}  # js_error id → when first missed (monotonic)
+        self._recovered = False
 
     async def run(self) -> dict[str, int]:
+        if not self._recovered and self.db.write_engine.dialect.name == "postgresql":
+            await self._recover_holes()
+        self._recovered = True
         return {"js_errors": await self._js_errors(), "runs": await self._runs()}
+
+    async def _recover_holes(self) -> None:
+        """Pick up where a predecessor left its holes: index the rows that have appeared between
+        the stored low-water mark and the cursor (events are stored once, so rows it indexed
+        already cost nothing), and watch the ids still missing again, with a fresh TTL."""
+        e = table(JsError)
+        async with self.db.write_conn() as conn:
+            cursor = await _cursor(conn, "js_error")
+            low = max(await _cursor(conn, "js_error_low"), cursor - HOLES_MAX)
+            if low >= cursor:
+                return
+            rows = [dict(r._mapping) for r in await conn.execute(
+                sa.select(e).where(e.c.id > low, e.c.id < cursor))]  # fmt: skip
+            await insert_events(conn, [from_js_error(r) for r in rows])
+        present = {int(r["id"]) for r in rows}
+        now = time.monotonic()
+        for missing in range(low + 1, cursor):
+            if missing not in present:
+                self.holes.setdefault(missing, now)
 
     async def _js_errors(self) -> int:
         e = table(JsError)
@@ -84,9 +109,12 @@ class Indexer:
                     self.holes.pop(found, None)
                 fresh = [i for i in ids if i > cursor]
                 if fresh:
-                    if conn.dialect.name == "postgresql":
-                        self._note_holes(cursor, fresh)
                     await _set_cursor(conn, "js_error", max(fresh))
+                if conn.dialect.name == "postgresql":
+                    if fresh:
+                        self._note_holes(cursor, fresh)
+                    low = min(self.holes) - 1 if self.holes else max([cursor, *fresh])
+                    await _set_cursor(conn, "js_error_low", low)
             total += len(rows)
             if len(fresh) < BATCH:
                 return total
