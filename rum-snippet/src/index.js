@@ -154,16 +154,19 @@ const init = () => {
   clsPo = observe('layout-shift', onShift);
   startINP();
 
-  // TTFB once the page has loaded, like web-vitals (the navigation entry is complete then).
+  // TTFB once the page has loaded, like web-vitals (the navigation entry is complete then), or
+  // when the page is left before that: web-vitals reports nothing for a visitor who gives up on
+  // a slow load, and leaving them out would make slow pages look faster than they are.
   const ttfb = safe(() => {
     const n = navEntry();
-    if (n) hard.metrics.TTFB = rel(n.responseStart);
+    if (n && n.responseStart > 0 && hard.metrics.TTFB == null) hard.metrics.TTFB = rel(n.responseStart);
   });
   doc.readyState == 'complete' ? setTimeout(ttfb) : on('load', () => setTimeout(ttfb), false);
 
   const leave = (e) => {
     if (hiddenAt == 1 / 0) hiddenAt = e.timeStamp;
     lcpDone = 1;
+    ttfb();
     flush();
   };
   on('visibilitychange', (e) => hidden() && leave(e));

@@ -148,6 +148,12 @@ PAGES: dict[str, str] = {
         "(function wait(){window.fieldlab?go():setTimeout(wait,10)})();"
         "</script>"
     ),
+    # Text paints at once, but an image holds the load event back for 5 s: a visitor who leaves
+    # before then.
+    "bounce": html(
+        '<p class="pad">Loading the rest...</p><img src="/img/slow.png?delay=5000&w=40&h=40" alt="">',
+        vitals=False,
+    ),
     # A page to navigate to, which makes the previous page hidden (and usually bfcache'd).
     "blank": html("<p>elsewhere</p>", vitals=False, tag=""),
 }

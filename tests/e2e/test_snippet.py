@@ -230,6 +230,21 @@ async def test_lcp_stops_at_first_input_or_hidden(page: Page, server: PageServer
     assert beacon["metrics"]["LCP"] < 600
 
 
+async def test_a_page_left_before_load_still_reports_ttfb(page: Page, server: PageServer) -> None:
+    """web-vitals reports TTFB after the load event, so a visitor who gives up on a slow page
+    reports none; fieldlab takes the navigation entry's responseStart when the page is left."""
+    await page.goto(f"{server.url}/p/bounce", wait_until="commit")
+    await page.wait_for_function("window.fieldlab && performance.getEntriesByType('paint').length > 0")
+    assert await page.evaluate("document.readyState") != "complete"
+    response_start = await page.evaluate("performance.getEntriesByType('navigation')[0].responseStart")
+    await leave(page, server)
+    beacon = (await posts(server, BEACON, page="bounce"))[-1]
+    check_format(beacon)
+    assert near(beacon["metrics"]["TTFB"], response_start, 1), (beacon["metrics"], response_start)
+    assert beacon["metrics"]["FCP"] >= beacon["metrics"]["TTFB"]
+    assert "LCP" in beacon["metrics"]
+
+
 async def test_cls_takes_the_largest_session_window(page: Page, server: PageServer) -> None:
     await open_page(page, server, "cls")
     await page.wait_for_function("document.title == 'done'", timeout=10_000)
