@@ -51,7 +51,7 @@ async def deploy_verdicts(
     *, db: Database, site: Site, now_ms: int, watch_ms: int, thresholds: Thresholds
 ) -> list[Verdict]:
     """The site's regression verdicts, or none when its latest deploy is older than ``watch_ms``
-    (or there is none)."""
+    (or there is none). A metric and device with no field values on either side gets none."""
     assert site.id is not None
     marker = await find_marker(db=db, site_id=site.id, ref="latest")
     if marker is None or not 0 < now_ms - marker.ts <= watch_ms:
@@ -66,6 +66,8 @@ async def deploy_verdicts(
             cur = await field_values(
                 db=db, site_id=site.id, metric=metric, span=window.current, device=device
             )
+            if not base and not cur:
+                continue  # nothing measured there (a lab-only site, no INP yet): no verdict to keep
             # Seconds of numpy for large samples (a bootstrap): off the event loop, which serves beacons.
             result = await asyncio.to_thread(
                 field_regression, base, cur, metric=metric, unit=unit_of(metric), since=window.since,
