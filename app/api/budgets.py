@@ -20,6 +20,7 @@ from app.budgets.service import BudgetService
 from app.budgets.verdict import Status, Verdict
 from app.db import now_ms
 from app.models import Webhook, WebhookDelivery
+from app.selfalerts import SCOPE as SELF_SCOPE
 
 
 def budget_service(request: Request[Any, Any, Any]) -> BudgetService:
@@ -226,6 +227,8 @@ async def _scope_access(request: Request[Any, Any, Any], scope: str, *, record: 
     principal = principal_of(request)
     if principal.scope == "admin":
         return
+    if scope == SELF_SCOPE:
+        raise PermissionDeniedException(f"scope {SELF_SCOPE!r} (fieldlab's own health) needs an admin token")
     if record and principal.scope != "deploy":
         raise PermissionDeniedException(
             f"storing budget status needs an admin or a deploy token (this one has scope {principal.scope!r})"
@@ -294,9 +297,12 @@ async def alert_states(
         await _scope_access(request, scope_)
     states = await store.alert_states(db=db, scope=scope_)
     principal = principal_of(request)
-    if principal.site_id is not None and scope_ is None:
-        owners = await store.scope_sites(db=db, scopes={a.scope for a in states})
-        states = [a for a in states if principal.can_see_scope(owners[a.scope])]
+    if principal.scope != "admin" and scope_ is None:
+        # fieldlab's own health is the admin's (as the dashboard's Health page is).
+        states = [a for a in states if a.scope != SELF_SCOPE]
+        if principal.site_id is not None:
+            owners = await store.scope_sites(db=db, scopes={a.scope for a in states})
+            states = [a for a in states if principal.can_see_scope(owners[a.scope])]
     return [
         {
             "scope": a.scope,

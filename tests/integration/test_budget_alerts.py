@@ -354,7 +354,7 @@ async def test_a_ci_upload_of_many_verdicts_is_accepted(client: Client) -> None:
     assert "scope" in r.json()["detail"]
 
 
-async def test_who_may_store_and_read_budget_status(client: Client, db: Database) -> None:
+async def test_who_may_store_and_read_budget_status(client: Client, db: Database, settings: Settings) -> None:
     """CI uploads with a deploy token, not an admin one; a token limited to a site reaches that
     site's scopes (its checks' too) and nothing else, gate:BRANCH scopes included."""
     a, b = (await make_site(client))["id"], (await make_site(client))["id"]
@@ -409,8 +409,18 @@ async def test_who_may_store_and_read_budget_status(client: Client, db: Database
     assert (await history("read-a", "gate")).status_code == 403
     assert len((await history("read", "gate")).json()) == 1
 
+    # fieldlab's own health alerts (scope "self") are the admin's, as the Health page is.
+    own = BudgetService(db=db, settings=settings, notifier=notifier(db))
+    await own.record("self", [Verdict("self:disk-free", "free disk", "pass", 900.0, 500.0, 400.0, "MB")])
+    await own.close()
     seen = {s["scope"] for s in (await client.get("/api/v1/alerts", headers=bearer["read-a"])).json()}
     assert seen == {scopes["site-a"], scopes["check-a"]}
-    assert {s["scope"] for s in (await client.get("/api/v1/alerts")).json()} == set(scopes.values())
+    seen = {s["scope"] for s in (await client.get("/api/v1/alerts", headers=bearer["read"])).json()}
+    assert seen == set(scopes.values())
+    assert {s["scope"] for s in (await client.get("/api/v1/alerts")).json()} == {*scopes.values(), "self"}
+    for who in ("read", "read-a"):
+        r = await client.get("/api/v1/alerts", params={"scope": "self"}, headers=bearer[who])
+        assert r.status_code == 403
+        assert r.json()["detail"] == "scope 'self' (fieldlab's own health) needs an admin token"
     r = await client.get("/api/v1/alerts", params={"scope": scopes["gate"]}, headers=bearer["read-a"])
     assert r.status_code == 403
