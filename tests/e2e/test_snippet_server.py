@@ -127,7 +127,7 @@ async def test_real_page_views_reach_the_summary(live_server: LiveServer, browse
 
 async def test_demo_shop_reports_to_the_demo_site(demo_server: LiveServer, browser: Browser) -> None:
     seeded = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app", "demo", "seed", env={**demo_server.env(), "FIELDLAB_PORT": str(demo_server.settings.port)},
+        sys.executable, "-m", "app", "demo", "seed", "--no-history", env={**demo_server.env(), "FIELDLAB_PORT": str(demo_server.settings.port)},
         cwd=ROOT,
     )  # fmt: skip
     assert await seeded.wait() == 0
