@@ -13,6 +13,9 @@ from litestar.response import Template
 
 from app.api.deps import services
 from app.budgets import store
+from app.checks import list_checks
+from app.db import Database
+from app.sites import list_sites
 from app.ui.auth import require_admin_session
 from app.ui.context import page
 
@@ -36,8 +39,16 @@ async def budgets(
         chosen = next((a for a in states if a.scope == scope and a.budget_id == budget), None)
     deliveries = await store.list_deliveries(db=db, limit=100)
     actuals = [h.actual for h in reversed(history) if h.actual is not None]
+    labels = await scope_labels(db)
     return await page(request, "budgets.html", states=states, history=history, chosen=chosen, scope=scope,
-                      budget=budget, deliveries=deliveries, actuals=actuals)  # fmt: skip
+                      budget=budget, deliveries=deliveries, actuals=actuals, labels=labels)  # fmt: skip
+
+
+async def scope_labels(db: Database) -> dict[str, str]:
+    """``site:3`` -> the site's name, ``check:7`` -> the check's: scopes are ids, people read names."""
+    labels = {f"site:{s.id}": s.name for s in await list_sites(db=db)}
+    labels |= {f"check:{c.id}": c.name for c in await list_checks(db=db)}
+    return labels
 
 
 async def open_alerts(request: Request[Any, Any, Any]) -> dict[str, int]:

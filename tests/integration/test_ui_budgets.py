@@ -50,7 +50,9 @@ async def test_budgets_page_shows_verdicts_history_and_the_alert_log(ui: Any, db
     await sign_in(client, ADMIN)
     page = (await client.get("/ui/budgets")).text
     assert re.search(r'data-budget="field:shop:LCP:p75">.*?badge poor">failing<', page, re.S)
-    assert re.search(r"<td>failing</td><td><code>site:\d+</code></td>", page)  # the queued notification
+    # The queued notification; scopes carry the site's name beside the id.
+    assert re.search(r"<td>failing</td><td><code>site:\d+</code> shop</td>", page)
+    assert re.search(r'data-budget="field:shop:LCP:p75"><td><code>site:\d+</code> shop</td>', page)
     assert "pending" in page
     history = (await client.get("/ui/budgets", params={"scope": f"site:{site['id']}",
                                                       "budget": "field:shop:LCP:p75"})).text  # fmt: skip
