@@ -296,13 +296,8 @@ async def alert_states(
     if scope_ is not None:
         await _scope_access(request, scope_)
     states = await store.alert_states(db=db, scope=scope_)
-    principal = principal_of(request)
-    if principal.scope != "admin" and scope_ is None:
-        # fieldlab's own health is the admin's (as the dashboard's Health page is).
-        states = [a for a in states if a.scope != SELF_SCOPE]
-        if principal.site_id is not None:
-            owners = await store.scope_sites(db=db, scopes={a.scope for a in states})
-            states = [a for a in states if principal.can_see_scope(owners[a.scope])]
+    if scope_ is None:
+        states = await store.visible_states(db=db, principal=principal_of(request), states=states)
     return [
         {
             "scope": a.scope,

@@ -18,7 +18,8 @@ from app.budgets.alerts import AlertEvent, AlertPolicy, BudgetState, step
 from app.budgets.verdict import Verdict
 from app.db import Database, now_ms
 from app.models import AlertState, BudgetStatus, Check, DeployMarker, Site, Webhook, WebhookDelivery, table
-from app.sites import InvalidInput
+from app.selfalerts import SCOPE as SELF_SCOPE
+from app.sites import InvalidInput, Principal
 
 FORMATS = ("json", "slack")
 
@@ -258,6 +259,19 @@ async def scope_sites(*, db: Database, scopes: Iterable[str]) -> dict[str, int |
         else:
             out[s] = None
     return out
+
+
+async def visible_states(*, db: Database, principal: Principal, states: list[AlertState]) -> list[AlertState]:
+    """The alert states a token may see: every one for an admin; for others not fieldlab's own
+    health (``self``, the admin's, like the dashboard's Health page), and for a token limited
+    to one site only that site's scopes."""
+    if principal.scope == "admin":
+        return states
+    states = [a for a in states if a.scope != SELF_SCOPE]
+    if principal.site_id is None:
+        return states
+    owners = await scope_sites(db=db, scopes={a.scope for a in states})
+    return [a for a in states if principal.can_see_scope(owners[a.scope])]
 
 
 async def alert_states(*, db: Database, scope: str | None = None) -> list[AlertState]:

@@ -1,13 +1,14 @@
 """Budgets and alerts: every budget's current alert state, one budget's status history, and the
-webhook delivery log. Read through app/budgets/store.py, as the API does; like the API's
-webhook routes it needs an admin sign-in (deliveries name webhook URLs and payloads), while the
-API's budget-status and alerts also answer read tokens, within their site."""
+webhook delivery log. Read through app/budgets/store.py, as the API does, and shown to whom the
+API would show it: a read sign-in sees the states and histories of its site(s) (not fieldlab's
+own health), and only an admin the delivery log (it names webhooks, as the webhook routes do)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from litestar import Request, get
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import Parameter
 from litestar.response import Template
 
@@ -16,13 +17,13 @@ from app.budgets import store
 from app.checks import list_checks
 from app.db import Database
 from app.sites import list_sites
-from app.ui.auth import require_admin_session
+from app.ui.auth import principal_of, require_session
 from app.ui.context import page
 
 ORDER = {"failing": 0, "warning": 1, "ok": 2}
 
 
-@get("/budgets", include_in_schema=False, guards=[require_admin_session])
+@get("/budgets", include_in_schema=False, guards=[require_session])
 async def budgets(
     request: Request[Any, Any, Any],
     # "scope" is Litestar's name for the ASGI scope, so the query parameter needs an alias.
@@ -31,13 +32,17 @@ async def budgets(
 ) -> Template:
     scope = budget_scope
     db = services(request).db
-    states = sorted(await store.alert_states(db=db), key=lambda a: (ORDER.get(a.summary, 3), a.scope, a.name))
+    principal = principal_of(request)
+    states = await store.visible_states(db=db, principal=principal, states=await store.alert_states(db=db))
+    states.sort(key=lambda a: (ORDER.get(a.summary, 3), a.scope, a.name))
     history = []
     chosen = None
     if scope and budget:
+        if principal.scope != "admin" and scope not in {a.scope for a in states}:
+            raise PermissionDeniedException(f"scope {scope!r}: not one this sign-in may see")
         history = await store.status_history(db=db, scope=scope, budget_id=budget, limit=200)
         chosen = next((a for a in states if a.scope == scope and a.budget_id == budget), None)
-    deliveries = await store.list_deliveries(db=db, limit=100)
+    deliveries = await store.list_deliveries(db=db, limit=100) if principal.scope == "admin" else []
     actuals = [h.actual for h in reversed(history) if h.actual is not None]
     labels = await scope_labels(db)
     return await page(request, "budgets.html", states=states, history=history, chosen=chosen, scope=scope,
@@ -52,9 +57,14 @@ async def scope_labels(db: Database) -> dict[str, str]:
 
 
 async def open_alerts(request: Request[Any, Any, Any]) -> dict[str, int]:
-    """scope -> number of budgets failing or warning (for the overview)."""
+    """scope -> number of budgets failing or warning (for the overview), of those this sign-in
+    may see."""
+    db = services(request).db
     counts: dict[str, int] = {}
-    for state in await store.alert_states(db=services(request).db):
+    states = await store.visible_states(
+        db=db, principal=principal_of(request), states=await store.alert_states(db=db)
+    )
+    for state in states:
         if state.summary != "ok":
             counts[state.scope] = counts.get(state.scope, 0) + 1
     return counts

@@ -20,7 +20,7 @@ from app.budgets.verdict import Verdict
 from app.config import Settings
 from app.db import Database
 from app.server import create_app
-from app.sites import create_token
+from app.sites import create_site, create_token
 from tests.conftest import ADMIN
 from tests.integration.ui_data import now_ms, seeded_client, sign_in
 
@@ -64,14 +64,40 @@ async def test_budgets_page_shows_verdicts_history_and_the_alert_log(ui: Any, db
     assert "1 budget failing or warning" in overview
 
 
-async def test_budgets_need_an_admin_sign_in(ui: Any, db: Database) -> None:
-    client, _, _ = ui
+async def test_a_read_sign_in_sees_its_sites_budgets_but_not_the_alert_log(ui: Any, db: Database) -> None:
+    """As the API: a read sign-in sees the alert states and histories of its site(s), not
+    fieldlab's own health; only an admin sees the delivery log, which names webhooks."""
+    client, site, _ = ui
+    await store.create_webhook(db=db, name="ops", url="https://hooks.example/secret-path")
+    await record(db, site["id"], "fail", 3900.0, now_ms() - 60_000)
+    other = await create_site(db=db, name="other", origins=["https://other.example"])
+    await record(db, other.id or 0, "pass", 1900.0, now_ms() - 60_000)
+    own = Verdict(budget_id="self:disk-free", name="free disk", status="pass", actual=900.0, limit=500.0,
+                  margin=400.0, unit="MB")  # fmt: skip
+    await store.record_verdicts(db=db, scope="self", verdicts=[own], policy=AlertPolicy(k=1, n=1),
+                                payload_for=lambda fmt, event, scope: {"event": "x"})  # fmt: skip
+
     _, read = await create_token(db=db, scope="read")
     await sign_in(client, read)
-    r = await client.get("/ui/budgets")
+    page = (await client.get("/ui/budgets")).text
+    assert re.findall(r"<tr data-budget=\"[^\"]+\"><td><code>([^<]+)</code>", page) == [
+        f"site:{site['id']}",  # failing first
+        f"site:{other.id}",
+    ]
+    assert "hooks.example" not in page
+    assert "needs an admin sign-in" in page
+    assert "Budgets &amp; alerts" in (await client.get("/ui/")).text
+    assert "1 budget failing or warning" in (await client.get("/ui/")).text
+
+    _, limited = await create_token(db=db, scope="read", site_id=other.id)
+    await sign_in(client, limited)
+    page = (await client.get("/ui/budgets")).text
+    assert re.findall(r"<tr data-budget=\"[^\"]+\"><td><code>([^<]+)</code>", page) == [f"site:{other.id}"]
+    r = await client.get(
+        "/ui/budgets", params={"scope": f"site:{site['id']}", "budget": "field:shop:LCP:p75"}
+    )
     assert r.status_code == 403
-    assert "admin token" in r.text
-    assert "Budgets &amp; alerts" not in (await client.get("/ui/")).text
+    assert "not one this sign-in may see" in r.text
 
 
 async def test_deploy_markers_on_the_trends_page(ui: Any, db: Database) -> None:
