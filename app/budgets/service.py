@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from app.budgets import store
@@ -102,32 +102,36 @@ class BudgetService:
         many were stored."""
         if self.watch_ms <= 0:
             return 0
-        stored = 0
-        at = now_ms()
-        for site in await list_sites(db=self.db):
-            try:
-                verdicts = await deploy_verdicts(
-                    db=self.db, site=site, now_ms=at, watch_ms=self.watch_ms, thresholds=self.thresholds
-                )
-            except Exception:
-                log.exception("deploy regressions of site %s could not be compared", site.name)
-                continue
-            if verdicts:
-                await self.record(f"site:{site.id}", verdicts, at_ms=at)
-                stored += len(verdicts)
-        return stored
+
+        async def judge(site: Site, at: int) -> list[Verdict]:
+            return await deploy_verdicts(
+                db=self.db, site=site, now_ms=at, watch_ms=self.watch_ms, thresholds=self.thresholds
+            )
+
+        return await self._every_site(judge, "deploy regressions of site %s could not be compared")
 
     async def evaluate_field(self) -> int:
         """The periodic job: every site's field budgets. Returns how many verdicts were stored."""
-        if self.evaluator is None:
+        evaluator = self.evaluator
+        if evaluator is None:
             return 0
+
+        async def judge(site: Site, at: int) -> list[Verdict]:
+            return await evaluator.field_verdicts(db=self.db, site=site, now_ms=at)
+
+        return await self._every_site(judge, "field budgets of site %s could not be evaluated")
+
+    async def _every_site(self, judge: Callable[[Site, int], Awaitable[list[Verdict]]], failed: str) -> int:
+        """Judge each site at one time and record its verdicts in its ``site:ID`` scope; a site
+        that cannot be judged is logged (``failed`` % its name) and skipped. Returns how many
+        verdicts were stored."""
         stored = 0
         at = now_ms()
         for site in await list_sites(db=self.db):
             try:
-                verdicts = await self.evaluator.field_verdicts(db=self.db, site=site, now_ms=at)
+                verdicts = await judge(site, at)
             except Exception:
-                log.exception("field budgets of site %s could not be evaluated", site.name)
+                log.exception(failed, site.name)
                 continue
             if verdicts:
                 await self.record(f"site:{site.id}", verdicts, at_ms=at)
