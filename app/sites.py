@@ -228,11 +228,6 @@ class Principal:
         of every site reach: a token limited to one site must not read another team's builds."""
         return self.site_id is None or self.site_id == site_id
 
-    def can_record_scope(self, site_id: int | None) -> bool:
-        """Storing an evaluation made elsewhere (``fieldlab gate --upload``): CI's job, so a
-        deploy token may, as it may add deploy markers."""
-        return self.scope == "admin" or (self.scope == "deploy" and self.can_see_scope(site_id))
-
 
 async def authenticate(*, db: Database, token: str, admin_token: str) -> Principal | None:
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
