@@ -86,12 +86,14 @@ PAGES: dict[str, str] = {
         '<div id="hero-box"><img class="hero main" src="/img/hero.png?delay=400&w=450&h=250" '
         'width="900" height="500" alt=""></div>'
     ),
-    # A text paints first; a large image is added 600 ms later, after the test has clicked (or
-    # hidden the page): LCP must stay the text.
+    # A text paints first; the test adds a large image (addLate()) after it has clicked (or
+    # hidden the page): LCP must stay the text. Added on cue, not on a timer, which a busy
+    # machine could fire before the input.
     "late": html(
         '<p id="intro" class="pad">Intro text paints first.</p><div id="slot"></div><script>'
-        "setTimeout(function(){var i=new Image(450,250);i.src='/img/late.png?w=450&h=250';"
-        "i.id='late';document.getElementById('slot').append(i)},600);</script>"
+        "function addLate(){var i=new Image(450,250);i.src='/img/late.png?w=450&h=250';"
+        "i.id='late';window.__lateAt=performance.now();document.getElementById('slot').append(i)}"
+        "</script>"
     ),
     # Layout shifts in three session windows (more than 1 s apart); the second is the largest.
     "cls": html(
