@@ -64,17 +64,40 @@ async def field_values(
     """The real-user values of a period; past ``most`` an even sample by row id (ids follow
     arrival, so every stretch of the period is represented, unlike a plain LIMIT)."""
     m = table(Measurement).c
-    where = [m.site_id == site_id, m.metric == metric, m.ts >= span[0], m.ts < span[1], m.is_bot.is_(False)]
+    where = _field_where(site_id, metric, span, device)
     if page_group is not None:
         where.append(m.page_group == page_group)
-    if device is not None:
-        where.append(m.device == device)
     async with db.read_engine.connect() as conn:
         count = (await conn.execute(sa.select(sa.func.count()).where(*where))).scalar_one()
         if count > most:
             where.append(m.id % -(-count // most) == 0)
         rows = await conn.execute(sa.select(m.value).where(*where).limit(most))
         return [float(v) for v in rows.scalars()]
+
+
+async def busiest_page_groups(
+    *, db: Database, site_id: int, metric: str, span: tuple[int, int], device: str | None, most: int
+) -> list[str]:
+    """The ``most`` page groups with the most values of ``metric`` in the period, busiest first."""
+    m = table(Measurement).c
+    n = sa.func.count()
+    query = (
+        sa.select(m.page_group)
+        .where(*_field_where(site_id, metric, span, device))
+        .group_by(m.page_group)
+        .order_by(n.desc(), m.page_group)
+        .limit(most)
+    )
+    async with db.read_engine.connect() as conn:
+        return [str(g) for g in (await conn.execute(query)).scalars()]
+
+
+def _field_where(site_id: int, metric: str, span: tuple[int, int], device: str | None) -> list[Any]:
+    m = table(Measurement).c
+    where = [m.site_id == site_id, m.metric == metric, m.ts >= span[0], m.ts < span[1], m.is_bot.is_(False)]
+    if device is not None:
+        where.append(m.device == device)
+    return where
 
 
 async def field_comparison(

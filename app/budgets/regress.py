@@ -62,11 +62,17 @@ class Regression:
                 f"{self.metric} {self.stat}: too few samples ({self.baseline_n} baseline, "
                 f"{self.current_n} current){since}"
             )
-        assert self.delta is not None
-        sign = "+" if self.delta >= 0 else "-"
         p = "" if self.p_value is None else f" ({_fmt_p(self.p_value)})"
         verdict = "" if self.outcome == "no-change" else f" {self.outcome}"
-        return f"{self.metric} {self.stat} {sign}{_fmt(abs(self.delta), self.unit)}{p}{since}{verdict}"
+        return f"{self.metric} {self.stat} {self.change}{p}{since}{verdict}"
+
+    @property
+    def change(self) -> str:
+        """The shift with its sign and unit ("+420 ms"); "?" without enough data."""
+        if self.delta is None:
+            return "?"
+        sign = "+" if self.delta >= 0 else "-"
+        return f"{sign}{_fmt(abs(self.delta), self.unit)}"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

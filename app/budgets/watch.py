@@ -11,13 +11,20 @@ only says something changed with a deploy.
 The budget ids (``regression:LCP:mobile``) do not name the deploy, so one alert state follows a
 metric across deploys. After the watch period the state stays as last judged, until the next
 deploy.
+
+A regressed verdict also says where: the same comparison for each of the device's MAX_GROUPS
+busiest page groups, and the detail names those that regressed on their own, worst first
+("…; page groups: /product/:id +1100 ms"). Only then, so a quiet deploy costs no more
+bootstraps; one alert state per metric and device, not per page group, keeps alerts few.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
 
-from app.budgets.compare import FIELD_METRICS, field_values, unit_of, window_for
+from app.budgets.compare import FIELD_METRICS, Window, busiest_page_groups, field_values, unit_of, window_for
 from app.budgets.regress import Regression, Thresholds, field_regression
 from app.budgets.store import find_marker
 from app.budgets.verdict import Status, Verdict
@@ -26,13 +33,16 @@ from app.models import Site
 
 WINDOW_MS = 24 * 3_600_000  # the API's default window
 DEVICES = ("mobile", "desktop")
+MAX_GROUPS = 10  # page groups compared behind a regressed metric and device
 _STATUS: dict[str, Status] = {"regressed": "warn", "insufficient-data": "insufficient-data"}
 
 
-def regression_verdict(r: Regression, *, device: str) -> Verdict:
+def regression_verdict(
+    r: Regression, *, device: str, groups: Sequence[tuple[str, Regression]] = ()
+) -> Verdict:
     """A comparison as a verdict: ``warn`` when regressed, ``pass`` when unchanged or improved.
     ``limit`` is the baseline p75 and ``margin`` the change, signed like a budget's (negative is
-    worse)."""
+    worse). ``groups`` are the page groups that regressed on their own, worst first."""
     margin = None if r.delta is None else (-r.delta if r.higher_is_worse else r.delta)
     return Verdict(
         budget_id=f"regression:{r.metric}:{device}",
@@ -43,8 +53,16 @@ def regression_verdict(r: Regression, *, device: str) -> Verdict:
         margin=margin,
         unit=r.unit,
         samples=r.current_n,
-        detail=f"{r.summary} ({device})",
+        detail=f"{r.summary} ({device}){_where(r, groups)}",
     )
+
+
+def _where(r: Regression, groups: Sequence[tuple[str, Regression]]) -> str:
+    if r.outcome != "regressed":
+        return ""
+    if not groups:
+        return "; no page group regressed on its own"
+    return "; page groups: " + ", ".join(f"{group} {g.change}" for group, g in groups)
 
 
 async def deploy_verdicts(
@@ -68,10 +86,45 @@ async def deploy_verdicts(
             )
             if not base and not cur:
                 continue  # nothing measured there (a lab-only site, no INP yet): no verdict to keep
-            # Seconds of numpy for large samples (a bootstrap): off the event loop, which serves beacons.
-            result = await asyncio.to_thread(
-                field_regression, base, cur, metric=metric, unit=unit_of(metric), since=window.since,
-                thresholds=thresholds,
-            )  # fmt: skip
-            verdicts.append(regression_verdict(result, device=device))
+            result = await _compare(base, cur, metric=metric, window=window, thresholds=thresholds)
+            groups: list[tuple[str, Regression]] = []
+            if result.outcome == "regressed":
+                groups = await _regressed_groups(
+                    db=db, site_id=site.id, metric=metric, device=device, window=window, thresholds=thresholds
+                )
+            verdicts.append(regression_verdict(result, device=device, groups=groups))
     return verdicts
+
+
+async def _compare(
+    base: list[float], cur: list[float], *, metric: str, window: Window, thresholds: Thresholds
+) -> Regression:
+    # Seconds of numpy for large samples (a bootstrap): off the event loop, which serves beacons.
+    return await asyncio.to_thread(
+        field_regression, base, cur, metric=metric, unit=unit_of(metric), since=window.since,
+        thresholds=thresholds,
+    )  # fmt: skip
+
+
+async def _regressed_groups(
+    *, db: Database, site_id: int, metric: str, device: str, window: Window, thresholds: Thresholds
+) -> list[tuple[str, Regression]]:
+    """The busiest page groups' own comparisons that regressed, the largest change first. Each
+    at alpha / the number of groups (Bonferroni): ten groups at 0.05 would name a group that did
+    not change after up to four deploys in ten."""
+    found = []
+    groups = await busiest_page_groups(
+        db=db, site_id=site_id, metric=metric, span=window.current, device=device, most=MAX_GROUPS
+    )
+    each = replace(thresholds, alpha=thresholds.alpha / max(1, len(groups)))
+    for group in groups:
+        sides = [
+            await field_values(
+                db=db, site_id=site_id, metric=metric, span=span, device=device, page_group=group
+            )
+            for span in (window.baseline, window.current)
+        ]
+        result = await _compare(*sides, metric=metric, window=window, thresholds=each)
+        if result.outcome == "regressed":
+            found.append((group, result))
+    return sorted(found, key=lambda gr: -abs(gr[1].delta or 0.0))

@@ -67,6 +67,8 @@ async def test_demo_history_fills_the_views(client: Client, db: Database) -> Non
     )
     statuses = {v.budget_id: v.status for v in watch}
     assert statuses["regression:LCP:mobile"] == "warn"
+    (lcp,) = [v for v in watch if v.budget_id == "regression:LCP:mobile"]
+    assert lcp.detail.split("; page groups: ")[1].startswith(f"{PRODUCT} +"), lcp.detail
     assert statuses["regression:LCP:desktop"] == "pass"
     assert statuses["regression:TTFB:mobile"] == "pass"
 

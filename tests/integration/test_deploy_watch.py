@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from scipy import stats
 
 from app.budgets.notify import WebhookNotifier
 from app.budgets.service import BudgetService
@@ -97,7 +98,7 @@ async def test_a_regression_after_a_deploy_alerts_once_and_recovers(
     assert alert["band"] == "warn"
     # p75 of the day before the deploy (lognormal, median 2000: ~2,620) and since it (~3,540)
     assert 2400 < alert["limit"] < 2800 < 3300 < alert["actual"] < 3800
-    assert f"since deploy abc{slower:04d} regressed (mobile)" in alert["detail"]
+    assert f"since deploy abc{slower:04d} regressed (mobile); page groups: /p/:id +" in alert["detail"]
     assert alert["text"].startswith("WARN LCP p75 on mobile since the latest deploy is failing: LCP p75 +")
 
     states = await _states(client, slower)
@@ -118,6 +119,35 @@ async def test_a_regression_after_a_deploy_alerts_once_and_recovers(
     assert [s["event"] for s in sent] == ["failing", "recovered"]
     assert "since deploy f1x0001" in sent[1]["detail"]
     assert (await _states(client, slower))["regression:LCP:mobile"] == "ok"
+
+
+async def test_a_regression_names_the_page_groups_that_regressed(
+    service: BudgetService, client: Client, db: Database
+) -> None:
+    """Mobile LCP slower after the deploy on product pages only (and a little on the cart, too
+    little to tell on its own): the device's verdict names /product/:id, not home or cart."""
+    sid: int = (await make_site(client))["id"]
+    now = now_ms()
+    deploy = now - 6 * HOUR
+    for group, after, n in (("/", 2000.0, 700), ("/product/:id", 3400.0, 500), ("/cart", 2050.0, 200)):
+        for start, end, median in ((deploy - 24 * HOUR, deploy, 2000.0), (deploy, now - HOUR, after)):
+            # Evenly spaced quantiles, not draws: an unchanged group is exactly unchanged.
+            values = median * np.exp(0.4 * stats.norm.ppf((np.arange(n) + 0.5) / n))
+            await insert_field(db, sid, "LCP", values, start, end, "mobile", page_group=group)
+    marker = {"commit": "c0ffee1", "branch": "main", "time": _iso(deploy)}
+    assert (await client.post(f"/api/v1/sites/{sid}/markers", json=marker)).status_code == 201
+
+    assert await service.watch_deploys() == 1  # LCP on mobile; no desktop values
+    params = {"scope": f"site:{sid}", "budget_id": "regression:LCP:mobile"}
+    (verdict,) = (await client.get("/api/v1/budget-status", params=params)).json()
+    assert verdict["status"] == "warn"
+    detail = verdict["detail"]
+    assert detail.startswith("LCP p75 +")
+    assert "since deploy c0ffee1 regressed (mobile)" in detail
+    named = detail.split("; page groups: ", 1)[1].split(", ")
+    assert [n.split(" ")[0] for n in named] == ["/product/:id"], detail
+    # The product pages' own p75 moved about 2,620 -> 4,450 ms (lognormal, sigma 0.4).
+    assert 1300 < float(named[0].split(" +")[1].removesuffix(" ms")) < 2300
 
 
 async def test_the_watch_is_off_at_zero(client: Client, db: Database, settings: Settings) -> None:
