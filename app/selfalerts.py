@@ -11,6 +11,7 @@ alert pipeline as budgets (state machine with K of N, webhooks, delivery log) un
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -102,7 +103,8 @@ class SelfAlerts:
         limit = s.self_alert_min_free_mb
         status: Status = "fail" if free_mb < limit else "pass"
         out.append(Verdict(f"{SCOPE}:disk-free", "free disk", status, round(free_mb, 1), limit,
-                           round(free_mb - limit, 1), "MiB", None, s.data_dir))  # fmt: skip
+                           round(free_mb - limit, 1), "MiB", None,
+                           f"free on the disk of {os.path.abspath(self.metrics.host.data_dir)}"))  # fmt: skip
         return out
 
     async def periodic(self) -> None:

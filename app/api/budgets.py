@@ -19,7 +19,7 @@ from app.budgets.regress import Thresholds
 from app.budgets.service import BudgetService
 from app.budgets.verdict import Status, Verdict
 from app.db import now_ms
-from app.models import Webhook, WebhookDelivery
+from app.models import BudgetStatus, Webhook, WebhookDelivery
 from app.selfalerts import SCOPE as SELF_SCOPE
 
 
@@ -290,14 +290,16 @@ async def status_history(
 async def alert_states(
     request: Request[Any, Any, Any], scope_: str | None = Parameter(query="scope", default=None)
 ) -> list[dict[str, Any]]:
-    """Every budget's alert state: `summary` (ok, warning, failing) and each band's state (a
-    token limited to one site sees that site's scopes)."""
+    """Every budget's alert state: `summary` (ok, warning, failing), each band's state and the
+    latest verdict (`last`: status, actual, limit, margin, unit, samples, detail). A token
+    limited to one site sees that site's scopes."""
     db = services(request).db
     if scope_ is not None:
         await _scope_access(request, scope_)
     states = await store.alert_states(db=db, scope=scope_)
     if scope_ is None:
         states = await store.visible_states(db=db, principal=principal_of(request), states=states)
+    latest = await store.latest_verdicts(db=db, states=states)
     return [
         {
             "scope": a.scope,
@@ -305,11 +307,21 @@ async def alert_states(
             "name": a.name,
             "summary": a.summary,
             "last_status": a.last_status,
+            "last": _last(latest.get((a.scope, a.budget_id))),
             "bands": a.bands,
             "updated": store.iso_ms(a.updated_ms),
         }
         for a in states
     ]
+
+
+def _last(row: BudgetStatus | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "status": row.status, "actual": row.actual, "limit": row.limit_value, "margin": row.margin,
+        "unit": row.unit, "samples": row.samples, "detail": row.detail,
+    }  # fmt: skip
 
 
 # --- webhooks ---------------------------------------------------------------------------------

@@ -233,6 +233,28 @@ async def status_history(
         return list((await session.exec(query)).all())
 
 
+async def latest_verdicts(
+    *, db: Database, states: Sequence[AlertState]
+) -> dict[tuple[str, str], BudgetStatus]:
+    """Each state's latest verdict row, keyed by (scope, budget_id): the row its evaluation
+    stored at the state's ``updated_ms`` (the same instant, see :func:`record_verdicts`)."""
+    if not states:
+        return {}
+    s = table(BudgetStatus).c
+    keys = [(a.scope, a.budget_id, a.updated_ms) for a in states]
+    latest: dict[tuple[str, str], BudgetStatus] = {}
+    async with db.read() as session:
+        for start in range(0, len(keys), 300):  # bounded IN lists
+            query = (
+                select(BudgetStatus)
+                .where(sa.tuple_(s.scope, s.budget_id, s.evaluated_ms).in_(keys[start : start + 300]))
+                .order_by(col(BudgetStatus.id))
+            )
+            for row in (await session.exec(query)).all():
+                latest[(row.scope, row.budget_id)] = row  # a budget twice in one evaluation: its last
+    return latest
+
+
 def _scope_id(scope: str, kind: str) -> int | None:
     prefix = f"{kind}:"
     rest = scope[len(prefix) :] if scope.startswith(prefix) else ""

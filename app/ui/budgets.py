@@ -45,8 +45,9 @@ async def budgets(
     deliveries = await store.list_deliveries(db=db, limit=100) if principal.scope == "admin" else []
     actuals = [h.actual for h in reversed(history) if h.actual is not None]
     labels = await scope_labels(db)
-    return await page(request, "budgets.html", states=states, history=history, chosen=chosen, scope=scope,
-                      budget=budget, deliveries=deliveries, actuals=actuals, labels=labels)  # fmt: skip
+    latest = await store.latest_verdicts(db=db, states=states)
+    return await page(request, "budgets.html", states=states, latest=latest, history=history, chosen=chosen,
+                      scope=scope, budget=budget, deliveries=deliveries, actuals=actuals, labels=labels)  # fmt: skip
 
 
 async def scope_labels(db: Database) -> dict[str, str]:

@@ -73,6 +73,18 @@ def size(n: int | None) -> str:
     return f"{n / 1_048_576:.1f} MB" if n >= 1_048_576 else f"{n / 1024:.1f} KB"
 
 
+def amount(v: float | None, unit: str) -> str:
+    """A budget's measured value in its unit: ``3.30 s``, ``24.4 KB``, ``0.116``."""
+    if v is None:
+        return NO_VALUE
+    if unit == "ms":
+        return duration(v)
+    if unit == "bytes":
+        return size(round(v))
+    number = f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return f"{number}{' ' + unit if unit else ''}"
+
+
 def worst_score(row: dict[str, Any]) -> float:
     """How far the worst vital of a page group is past its good threshold (1.0 = at it)."""
     scores = [row[m] / THRESHOLDS[m][0] for m in ("LCP", "INP", "CLS") if row.get(m) is not None]
@@ -106,3 +118,4 @@ def register(env: Any) -> None:
     env.globals["status_class"] = lambda status: STATUS_CLASS.get(status, "none")
     env.filters["duration"] = duration
     env.filters["size"] = size
+    env.globals["amount"] = amount

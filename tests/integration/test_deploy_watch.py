@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -71,10 +72,15 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
-async def _states(client: Client, sid: int) -> dict[str, str]:
+async def _alerts(client: Client, sid: int) -> list[dict[str, Any]]:
     r = await client.get("/api/v1/alerts", params={"scope": f"site:{sid}"})
     assert r.status_code == 200, r.text
-    return {a["budget_id"]: a["summary"] for a in r.json()}
+    alerts: list[dict[str, Any]] = r.json()
+    return alerts
+
+
+async def _states(client: Client, sid: int) -> dict[str, str]:
+    return {a["budget_id"]: a["summary"] for a in await _alerts(client, sid)}
 
 
 async def test_a_regression_after_a_deploy_alerts_once_and_recovers(
@@ -148,6 +154,14 @@ async def test_a_regression_names_the_page_groups_that_regressed(
     assert [n.split(" ")[0] for n in named] == ["/product/:id"], detail
     # The product pages' own p75 moved about 2,620 -> 4,450 ms (lognormal, sigma 0.4).
     assert 1300 < float(named[0].split(" +")[1].removesuffix(" ms")) < 2300
+    # GET /api/v1/alerts carries the latest verdict with the state.
+    (state,) = [a for a in await _alerts(client, sid) if a["budget_id"] == "regression:LCP:mobile"]
+    assert state["summary"] == "ok"  # K=2: one regressed evaluation is not an alert yet
+    assert state["last"]["status"] == "warn"
+    assert state["last"]["detail"] == detail
+    assert state["last"]["unit"] == "ms"
+    assert state["last"]["actual"] == verdict["actual"]
+    assert state["last"]["limit"] == verdict["limit"]
 
 
 async def test_the_watch_is_off_at_zero(client: Client, db: Database, settings: Settings) -> None:

@@ -276,6 +276,7 @@ async def test_free_disk_self_alert_fires_and_recovers(
         [body] = [g.json() for g in receiver.on("/self") if g.json()["budget"]["id"] == "self:disk-free"]
         assert body["unit"] == "MiB"
         assert body["actual"] < body["limit"]
+        assert body["detail"].startswith("free on the disk of /")
         # The operator frees space (here: lowers the bar below what is free).
         app.state.self_alerts.settings = replace(app.state.self_alerts.settings, self_alert_min_free_mb=1.0)
         await run_self_alerts(client)

@@ -32,7 +32,8 @@ async def ui(client: AsyncTestClient[Litestar], db: Database) -> Any:
 
 def verdict(status: str, actual: float) -> Verdict:
     return Verdict(budget_id="field:shop:LCP:p75", name="LCP p75 ≤ 2500 ms", status=status,  # type: ignore[arg-type]
-                   actual=actual, limit=2500.0, margin=2500.0 - actual, unit="ms", samples=120)  # fmt: skip
+                   actual=actual, limit=2500.0, margin=2500.0 - actual, unit="ms", samples=120,
+                   detail=f"{actual:.0f} ms over 120 page views")  # fmt: skip
 
 
 async def record(db: Database, site_id: int, status: str, actual: float, at: int) -> None:
@@ -53,12 +54,20 @@ async def test_budgets_page_shows_verdicts_history_and_the_alert_log(ui: Any, db
     # The queued notification; scopes carry the site's name beside the id.
     assert re.search(r"<td>failing</td><td><code>site:\d+</code> shop</td>", page)
     assert re.search(r'data-budget="field:shop:LCP:p75"><td><code>site:\d+</code> shop</td>', page)
+    # The latest verdict's value, limit and detail, in the budget's unit.
+    assert re.search(
+        r'data-budget="field:shop:LCP:p75">.*?<td class="num">3.90 s</td><td class="num">2.50 s</td>\s*'
+        r'<td class="detail">3900 ms over 120 page views</td>', page, re.S
+    )  # fmt: skip
     assert "pending" in page
     history = (await client.get("/ui/budgets", params={"scope": f"site:{site['id']}",
                                                       "budget": "field:shop:LCP:p75"})).text  # fmt: skip
     rows = re.findall(r'<span class="badge (?:good|poor)">(pass|fail)</span>', history)
     assert rows == ["fail", "pass"]  # newest first
-    assert "3900.0 ms" in history
+    assert (
+        '<td class="num">3.90 s</td><td class="num">2.50 s</td>\n      <td class="num">-1400 ms</td>'
+        in history
+    )
     assert "<polyline" in history
     overview = (await client.get("/ui/")).text
     assert "1 budget failing or warning" in overview
