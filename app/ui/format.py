@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.field.stats import THRESHOLDS, rating
+from app.sketch import ALPHA
 
 RATING_LABEL = {"good": "good", "needs_improvement": "needs improvement", "poor": "poor", "none": "no data"}
 NO_VALUE = "\u2013"  # an en dash: no data
+MINUS = "\u2212"
 
 
 def value(metric: str, v: float | None) -> str:
@@ -18,6 +20,24 @@ def value(metric: str, v: float | None) -> str:
     if metric == "CLS":
         return f"{v:.3f}"
     return f"{v / 1000:.2f} s" if v >= 1000 else f"{round(v)} ms"
+
+
+# Two p75s read from rollup sketches (app/sketch.py, relative accuracy ALPHA each) that differ
+# by less than 2 x ALPHA may come from the same exact value: no change can be read from them.
+RESOLUTION = 2 * ALPHA
+
+
+def change(metric: str, a: float | None, b: float | None) -> tuple[str, str]:
+    """B's p75 against A's as (text, css class): "+96 ms (+4 %)" in ``poor`` (every metric
+    here is worse higher), or "within ±2 %" when the two are closer than the sketches resolve."""
+    if a is None or b is None:
+        return NO_VALUE, ""
+    d = b - a
+    if abs(d) <= RESOLUTION * max(abs(a), abs(b)):
+        return f"within \u00b1{RESOLUTION * 100:.0f} %", "muted"
+    sign = "+" if d > 0 else MINUS
+    pct = f" ({sign}{abs(100 * d / a):.0f} %)" if a else ""
+    return f"{sign}{value(metric, abs(d))}{pct}", "poor" if d > 0 else "good"
 
 
 def rating_of(metric: str, v: float | None) -> str:
@@ -119,3 +139,4 @@ def register(env: Any) -> None:
     env.filters["duration"] = duration
     env.filters["size"] = size
     env.globals["amount"] = amount
+    env.globals["change"] = change

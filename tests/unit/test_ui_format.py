@@ -56,3 +56,25 @@ def test_views_parse_ranges_and_keep_filters_in_the_url() -> None:
             parse_view(bad, now=now)
         assert err.value.status_code == 400
         assert str(err.value.detail).startswith(field)
+
+
+def test_a_change_is_signed_coloured_and_not_read_below_the_sketch_resolution() -> None:
+    assert format.change("LCP", 2490.0, 2586.0) == ("+96 ms (+4 %)", "poor")
+    assert format.change("INP", 300.0, 240.0) == ("\u2212" + "60 ms (\u221220 %)", "good")
+    assert format.change("CLS", 0.0, 0.05) == ("+0.050", "poor")  # no percentage of nothing
+    # Rollup p75s are each within ~1 % of the exact one: closer than 2 % is no readable change.
+    assert format.change("FCP", 1580.0, 1580.0) == ("within \u00b12 %", "muted")
+    assert format.change("FCP", 1580.0, 1605.0) == ("within \u00b12 %", "muted")
+    assert format.change("FCP", 1580.0, 1620.0)[1] == "poor"
+    assert format.change("LCP", None, 2500.0) == ("\u2013", "")
+
+
+def test_a_budget_amount_is_shown_in_its_unit() -> None:
+    assert (format.amount(3150.0, "ms"), format.amount(25_000.0, "bytes"), format.amount(81_408.0, "MiB")) == (
+        "3.15 s", "24.4 KB", "81,408 MiB",
+    )  # fmt: skip
+    assert (format.amount(0.116, ""), format.amount(0.93, "score"), format.amount(None, "ms")) == (
+        "0.116",
+        "0.93 score",
+        "\u2013",
+    )
