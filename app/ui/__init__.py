@@ -79,4 +79,4 @@ def router(settings: Settings) -> Router:
 
 def handlers(settings: Settings) -> list[Any]:
     """Everything the dashboard adds to the app: its router, its assets, and / → /ui/."""
-    return [router(settings), ui_asset, home]
+    return [router(settings), ui_asset, home, offline.favicon]

@@ -105,6 +105,32 @@ def amount(v: float | None, unit: str) -> str:
     return f"{number}{' ' + unit if unit else ''}"
 
 
+LIGHTHOUSE_METRICS = {
+    "first-contentful-paint": "First Contentful Paint",
+    "largest-contentful-paint": "Largest Contentful Paint",
+    "total-blocking-time": "Total Blocking Time",
+    "cumulative-layout-shift": "Cumulative Layout Shift",
+    "speed-index": "Speed Index",
+    "interactive": "Time to Interactive",
+    "server-response-time": "Server response time",
+}
+
+
+def lighthouse_metric(audit: str, v: float | None) -> tuple[str, str]:
+    """(label, value) of a Lighthouse metric audit: its numericValue in ms, CLS unitless."""
+    label = LIGHTHOUSE_METRICS.get(audit, audit)
+    if v is None:
+        return label, NO_VALUE
+    return label, f"{v:.3f}" if audit == "cumulative-layout-shift" else duration(v)
+
+
+def score_class(score: float | None) -> str:
+    """Lighthouse's own colours: 90-100 good, 50-89 needs improvement, below 50 poor."""
+    if score is None:
+        return "none"
+    return "good" if score >= 0.9 else "needs_improvement" if score >= 0.5 else "poor"
+
+
 def worst_score(row: dict[str, Any]) -> float:
     """How far the worst vital of a page group is past its good threshold (1.0 = at it)."""
     scores = [row[m] / THRESHOLDS[m][0] for m in ("LCP", "INP", "CLS") if row.get(m) is not None]
@@ -140,3 +166,5 @@ def register(env: Any) -> None:
     env.filters["size"] = size
     env.globals["amount"] = amount
     env.globals["change"] = change
+    env.globals["lighthouse_metric"] = lighthouse_metric
+    env.globals["score_class"] = score_class

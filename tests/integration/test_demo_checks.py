@@ -108,3 +108,5 @@ def test_the_demo_flow_passes_against_the_demo_shop(settings: Settings, tmp_path
     # The demo's deliberate costs show up: a layout shift on the product page, a slow click.
     assert steps[1]["navigations"][0]["vitals"]["CLS"] > 0
     assert steps[2]["navigations"][-1]["vitals"]["INP"] > 100
+    # A clean shop: nothing failed to load (the browser's own /favicon.ico included).
+    assert [(s["console_errors"], s["failed_requests"]) for s in steps] == [([], [])] * 3

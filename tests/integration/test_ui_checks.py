@@ -21,6 +21,7 @@ from app.db import Database
 from app.server import create_app
 from app.sites import create_site, create_token
 from probes.collect import Resources
+from probes.lighthouse import summarise
 from probes.results import FlowResult, StepResult
 from probes.vitals import Navigation
 from tests.conftest import ADMIN
@@ -144,3 +145,37 @@ async def test_page_groups_show_the_latest_lab_numbers_beside_the_field(checks_a
     text = re.sub(r"<[^>]+>", "", lab[1])
     assert "LCP 1.20 s" in text
     assert "CLS 0.010" in text
+
+
+async def test_a_lighthouse_run_shows_scores_metrics_in_units_and_resources(checks_app: Any) -> None:
+    """Stored as the scheduler stores an audit (probes.lighthouse.summarise of the LHR): scores
+    in Lighthouse's colours, metric values in ms (CLS unitless), resource-summary rows."""
+    client, db, ids = checks_app
+    lhr = {
+        "categories": {"performance": {"score": 0.87}, "accessibility": {"score": 1.0}},
+        "audits": {
+            "largest-contentful-paint": {"numericValue": 975.3488000000001},
+            "first-contentful-paint": {"numericValue": 1658.17},
+            "cumulative-layout-shift": {"numericValue": 0.01234},
+            "resource-summary": {"details": {"items": [
+                {"resourceType": "script", "label": "Script", "requestCount": 3, "transferSize": 25_000},
+                {"resourceType": "total", "label": "Total", "requestCount": 9, "transferSize": 1_200_000},
+            ]}},
+        },
+    }  # fmt: skip
+    run = await check_data.start_run(db=db, check_id=ids["shop flow"], trigger="manual")
+    assert run.id is not None
+    await check_data.finish_run(
+        db=db, run_id=run.id, status="passed", result={"status": "passed", **summarise(lhr)}
+    )
+    await sign_in(client, ADMIN)
+    page = (await client.get(f"/ui/runs/{run.id}")).text
+    assert '<td>performance</td><td class="num needs_improvement">87</td>' in page
+    assert '<td>accessibility</td><td class="num good">100</td>' in page
+    rows = dict(re.findall(r'<tr data-audit="[^"]+"><td>([^<]+)</td><td class="num">([^<]+)</td>', page))
+    assert rows["Largest Contentful Paint"] == "975 ms"
+    assert rows["First Contentful Paint"] == "1.66 s"
+    assert rows["Cumulative Layout Shift"] == "0.012"
+    assert rows["Total Blocking Time"] == "\u2013"  # not in this report
+    assert '<tr data-type="script"><td>Script</td><td class="num">3</td><td class="num">24.4 KB</td>' in page
+    assert '<tr data-type="total"><td>Total</td><td class="num">9</td><td class="num">1.1 MB</td>' in page

@@ -272,7 +272,12 @@ async def test_service_worker_and_manifest(ui: Any) -> None:
         assert (await client.get(url)).status_code == 200
     manifest = (await client.get("/ui/manifest.webmanifest")).json()
     assert manifest["start_url"] == "/ui/"
-    assert (await client.get(manifest["icons"][0]["src"])).headers["content-type"].startswith("image/svg+xml")
+    icon = await client.get(manifest["icons"][0]["src"])
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    # What a browser asks every origin for, signed in or not: the same icon, not a 404.
+    favicon = await client.get("/favicon.ico")
+    assert favicon.status_code == 200
+    assert favicon.content == icon.content
     await sign_in(client, ADMIN)
     page = (await client.get(f"/ui/sites/{site['id']}/trends")).text
     assert 'navigator.serviceWorker.register("/ui/sw.js", {scope: "/ui"})' in page
