@@ -51,7 +51,6 @@ class SelfAlerts:
         self.scheduler = scheduler
         self.recorder = recorder
         self._last: _Totals | None = None
-        self.latest: list[Verdict] = []
         # (monotonic time, totals) seen by evaluations and page views: the health page's rates.
         self._seen: deque[tuple[float, _Totals]] = deque(maxlen=64)
 
@@ -109,7 +108,6 @@ class SelfAlerts:
 
     async def periodic(self) -> None:
         verdicts = self.verdicts()
-        self.latest = verdicts
         for v in verdicts:
             if v.status != "insufficient-data":
                 self.metrics.self_alert_breached.labels(v.budget_id.removeprefix(f"{SCOPE}:")).set(

@@ -128,6 +128,9 @@ def _ms(seconds: float | None) -> float | None:
 @get("/health", include_in_schema=False, guards=[require_admin_session])
 async def health(request: Request[Any, Any, Any]) -> Template:
     numbers = health_numbers(request)
-    states = await store.alert_states(db=services(request).db, scope=SCOPE)
-    latest = {v.budget_id: v for v in request.app.state.self_alerts.latest}
+    db = services(request).db
+    states = await store.alert_states(db=db, scope=SCOPE)
+    # From the database, not the job's memory: right after a restart, or on a worker that does
+    # not run the background jobs, the stored verdicts are the latest there are.
+    latest = {bid: row for (_, bid), row in (await store.latest_verdicts(db=db, states=states)).items()}
     return await page(request, "health.html", n=numbers, states=states, latest=latest)

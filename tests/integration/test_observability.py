@@ -315,6 +315,11 @@ async def test_health_page_shows_live_numbers_and_self_alerts(
         assert int(cells["free"].removesuffix(" MiB").replace(",", "")) > 0
         assert re.search(r'data-rule="self:ingest-reject-rate">.*?badge poor">failing<', r.text, re.S)
         assert re.search(r'data-rule="self:disk-free">.*?badge good">ok<', r.text, re.S)
+        # Each rule's latest verdict, as stored: 1 of 3 beacons rejected, against the limit (0 here).
+        reject = re.search(r'data-rule="self:ingest-reject-rate">(.*?)</tr>', r.text, re.S)
+        assert reject
+        assert re.findall(r'<td class="num">([^<]*)</td>', reject[1]) == ["0.333", "0.000"]
+        assert re.search(r'data-rule="self:disk-free">.*?<td>free on the disk of /', r.text, re.S)
         assert "<code>/api/v1/beacon</code>" in r.text  # the busiest route, by template
         _, read = await create_token(db=db, scope="read")
         await client.post("/ui/logout")
