@@ -124,6 +124,16 @@ def lighthouse_metric(audit: str, v: float | None) -> tuple[str, str]:
     return label, f"{v:.3f}" if audit == "cumulative-layout-shift" else duration(v)
 
 
+def schedule(interval_s: int | None, cron: str | None) -> str:
+    """A check's schedule as people say it: "every 5 min", "every 2 h", "cron 0 * * * *"."""
+    if interval_s:
+        for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+            if interval_s % size == 0:
+                return f"every {interval_s // size} {unit}"
+        return f"every {interval_s} s"
+    return f"cron {cron}" if cron else "manual"
+
+
 def score_class(score: float | None) -> str:
     """Lighthouse's own colours: 90-100 good, 50-89 needs improvement, below 50 poor."""
     if score is None:
@@ -168,3 +178,4 @@ def register(env: Any) -> None:
     env.globals["change"] = change
     env.globals["lighthouse_metric"] = lighthouse_metric
     env.globals["score_class"] = score_class
+    env.globals["schedule"] = schedule

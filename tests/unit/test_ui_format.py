@@ -78,3 +78,11 @@ def test_a_budget_amount_is_shown_in_its_unit() -> None:
         "0.93 score",
         "\u2013",
     )
+
+
+def test_a_schedule_reads_as_people_say_it() -> None:
+    assert [format.schedule(s, None) for s in (300, 3600, 7200, 86_400, 90, 45)] == [
+        "every 5 min", "every 1 h", "every 2 h", "every 1 d", "every 90 s", "every 45 s",
+    ]  # fmt: skip
+    assert format.schedule(None, "0 * * * *") == "cron 0 * * * *"
+    assert format.schedule(None, None) == "manual"
