@@ -107,6 +107,10 @@ def serve(
     if settings.is_sqlite and settings.auto_migrate:
         upgrade_database(settings.database_url)
     # Workers build their own Settings from the environment: pass the CLI flags on that way.
+    if not settings.ui_secret:
+        from app.ui.auth import stored_secret
+
+        os.environ["FIELDLAB_UI_SECRET"] = stored_secret(Path(settings.data_dir))
     os.environ["FIELDLAB_HOST"] = settings.host
     os.environ["FIELDLAB_PORT"] = str(settings.port)
     if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:

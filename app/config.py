@@ -162,7 +162,10 @@ class Settings:
     # --- synthetic checks ---------------------------------------------------------------------
     data_dir: str = field(
         default="data",
-        metadata=_doc("Where run artifacts (screenshots, traces, Lighthouse reports) are kept."),
+        metadata=_doc(
+            "Where run artifacts (screenshots, traces, Lighthouse reports), dashboard sessions "
+            "(ui-sessions/, without Redis) and the dashboard's CSRF secret (ui-secret) are kept."
+        ),
     )
     flows_dir: str = field(
         default="checks",
@@ -310,8 +313,8 @@ class Settings:
     ui_secret: str = field(
         default="",
         metadata=_doc(
-            "Secret that signs the dashboard's CSRF tokens. Empty: random per process "
-            "(set it, and FIELDLAB_REDIS_URL for sessions, when running more than one worker)."
+            "Secret that signs the dashboard's CSRF tokens. Empty: `fieldlab serve` keeps one in "
+            "FIELDLAB_DATA_DIR/ui-secret (mode 0600), shared by its workers and restarts."
         ),
     )
     ui_session_max_age_s: int = field(

@@ -16,6 +16,7 @@ from litestar import Litestar, MediaType, Request, Response, Router
 from litestar.config.compression import CompressionConfig
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.stores.base import Store
+from litestar.stores.file import FileStore
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from litestar.types import Scope
@@ -91,10 +92,18 @@ def _stores(settings: Settings) -> dict[str, Store]:
             "query_cache": RedisStore.with_client(url=settings.redis_url, namespace="fieldlab_qc"),
             "ui_sessions": RedisStore.with_client(url=settings.redis_url, namespace="fieldlab_ui"),
         }
-    return {"query_cache": MemoryStore(), "ui_sessions": MemoryStore()}
+    # Sessions in files under the data directory: every worker of one host sees every sign-in,
+    # and a restart signs nobody out. The query cache may differ per worker (it is a cache).
+    return {"query_cache": MemoryStore(), "ui_sessions": FileStore(sessions_dir(settings))}
 
 
-def _jobs(settings: Settings, db: Database, cache: QueryCache) -> dict[str, Periodic]:
+def sessions_dir(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "ui-sessions"
+
+
+def _jobs(
+    settings: Settings, db: Database, cache: QueryCache, stores: dict[str, Store]
+) -> dict[str, Periodic]:
     async def rollups() -> None:
         await run_rollups(db, now_ms=now_ms())
 
@@ -107,6 +116,9 @@ def _jobs(settings: Settings, db: Database, cache: QueryCache) -> dict[str, Peri
         )
         if any(removed.values()):
             await cache.bump(s.id for s in await list_sites(db=db) if s.id is not None)
+        sessions = stores["ui_sessions"]
+        if isinstance(sessions, FileStore):
+            await sessions.delete_expired()  # sign-ins never seen again (Redis expires its own)
 
     return {
         "rollups": Periodic("rollups", settings.rollup_interval_s, rollups, first_delay_s=5.0),
@@ -157,7 +169,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         cache=cache,
         slow_queries=slow_queries,
-        jobs=_jobs(settings, db, cache),
+        jobs=_jobs(settings, db, cache, stores),
         scheduler=CheckScheduler(
             db=db, runner=LocalProbeRunner(settings, metrics=metrics), settings=settings, metrics=metrics
         ),
@@ -181,6 +193,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         svc.snippet = snippet.StaticAsset.load(settings.static_path() / "fieldlab.js")
+        if not settings.redis_url:
+            sessions_dir(settings).mkdir(parents=True, exist_ok=True, mode=0o700)
         add_beacon_schemas(app, beacon.PATH)
         if settings.config_file:
             applied = await configfile.apply(

@@ -9,8 +9,10 @@ bearer-token API never set or read a cookie."""
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from litestar.config.csrf import CSRFConfig
@@ -87,6 +89,29 @@ class SecureCookiesOverHttps:
             await send(message)
 
         await self.app(scope, receive, secure_send)
+
+
+def stored_secret(data_dir: Path) -> str:
+    """The CSRF secret kept in ``data_dir/ui-secret`` (created, mode 0600, on first use), for
+    when FIELDLAB_UI_SECRET is not set: every worker of a host and every restart sign with the
+    same one. Written whole and then linked into place, so processes starting together agree."""
+    path = data_dir / "ui-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = data_dir / f".ui-secret.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process was first: use its secret
+        finally:
+            tmp.unlink()
+    secret = path.read_text().strip()
+    if len(secret) < 32:
+        raise ValueError(f"{path}: holds no usable secret; delete it to make a new one")
+    return secret
 
 
 def middleware(settings: Settings) -> list[Any]:
