@@ -13,17 +13,18 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.config import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -108,6 +109,9 @@ class Database:
 
 
 def alembic_config(database_url: str) -> Config:
+    # Imported here: Alembic is a fifth of every CLI command's start-up, and most never migrate.
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     # Passed as an attribute, not an ini option, so '%' in passwords needs no escaping.
@@ -118,6 +122,8 @@ def alembic_config(database_url: str) -> Config:
 def upgrade_database(database_url: str, revision: str = "head") -> None:
     """Run Alembic migrations. Synchronous: call it from a thread without a running loop
     (the CLI does; async code uses ``await upgrade_database_async(...)``)."""
+    from alembic import command
+
     command.upgrade(alembic_config(database_url), revision)
 
 
