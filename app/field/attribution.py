@@ -20,6 +20,7 @@ from app.field.rollups import M
 from app.field.stats import percentile
 
 UNKNOWN = "(unknown)"
+NO_RESOURCE = "(no resource: text)"  # an LCP without a url is a text block: nothing to load
 # metric -> {by: attribution key}; "script" reads the Long Animation Frame list instead.
 BY: dict[str, dict[str, str]] = {
     "LCP": {"element": "element", "url": "url"},
@@ -38,7 +39,12 @@ def _items(attr: dict[str, Any], key: str, page_url: str) -> Iterator[tuple[str,
     """(item, cross_origin) pairs one page view contributes."""
     if key != "loaf":
         value = attr.get(key)
-        yield (str(value) if value not in (None, "") else UNKNOWN), False
+        if value not in (None, ""):
+            yield str(value), False
+        elif key == "url" and attr.get("element"):
+            yield NO_RESOURCE, False
+        else:
+            yield UNKNOWN, False
         return
     scripts = attr.get("loaf") or []
     seen: set[str] = set()

@@ -246,7 +246,10 @@ async def test_attribution_top_items(client: Client) -> None:
     assert lcp["items"][0] == {"item": "#hero>img", "count": 2, "p75": 3750.0}
     assert lcp["items"][1]["item"] == "h1.title"
     urls = (await client.get(f"/api/v1/sites/{site['id']}/attribution?metric=LCP&by=url")).json()["items"]
-    assert {i["item"]: i["count"] for i in urls} == {"https://shop.example/hero.jpg": 2, "(unknown)": 1}
+    assert {i["item"]: i["count"] for i in urls} == {
+        "https://shop.example/hero.jpg": 2,
+        "(no resource: text)": 1,
+    }
     scripts = (await client.get(f"/api/v1/sites/{site['id']}/attribution?metric=INP&by=script")).json()[
         "items"
     ]
