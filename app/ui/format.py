@@ -127,9 +127,9 @@ def lighthouse_metric(audit: str, v: float | None) -> tuple[str, str]:
 def schedule(interval_s: int | None, cron: str | None) -> str:
     """A check's schedule as people say it: "every 5 min", "every 2 h", "cron 0 * * * *"."""
     if interval_s:
-        for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-            if interval_s % size == 0:
-                return f"every {interval_s // size} {unit}"
+        for unit, seconds in (("d", 86_400), ("h", 3_600), ("min", 60)):
+            if interval_s % seconds == 0:
+                return f"every {interval_s // seconds} {unit}"
         return f"every {interval_s} s"
     return f"cron {cron}" if cron else "manual"
 

@@ -132,5 +132,5 @@ async def health(request: Request[Any, Any, Any]) -> Template:
     states = await store.alert_states(db=db, scope=SCOPE)
     # From the database, not the job's memory: right after a restart, or on a worker that does
     # not run the background jobs, the stored verdicts are the latest there are.
-    latest = {bid: row for (_, bid), row in (await store.latest_verdicts(db=db, states=states)).items()}
+    latest = await store.latest_verdicts(db=db, states=states)
     return await page(request, "health.html", n=numbers, states=states, latest=latest)
