@@ -9,17 +9,21 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app import sites as site_data
 from app.config import Settings, SettingsError, documented_settings
-from app.db import Database, upgrade_database
 from app.logs import configure_logging
+
+if TYPE_CHECKING:
+    from app.db import Database
+
+# The database layer (SQLAlchemy, SQLModel and the models: ~0.5 s) is imported by the commands
+# that use it, so `--help`, `gate` and `serve`'s parent process start without it.
 
 T = TypeVar("T")
 
@@ -54,7 +58,15 @@ def _settings(**overrides: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
+def upgrade_database(url: str, revision: str = "head") -> None:
+    from app.db import upgrade_database as upgrade
+
+    upgrade(url, revision)
+
+
 def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
+    from app.db import Database
+
     if settings.is_sqlite and settings.auto_migrate:
         upgrade_database(settings.database_url)  # an embedded database is ready on first use
 
@@ -174,6 +186,8 @@ def sites_add(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a site and print its public key (for the snippet's data-site)."""
+    from app import sites as site_data
+
     rules = []
     for rule in page_group or []:
         pattern, _, group = rule.partition("=")
@@ -202,6 +216,8 @@ def sites_add(
 @sites_app.command("list")
 def sites_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List sites with their keys and origins."""
+    from app import sites as site_data
+
     rows = _with_db(_settings(), lambda db: site_data.list_sites(db=db))
     if as_json:
         out.print_json(
@@ -227,6 +243,8 @@ def tokens_create(
     site: Annotated[int | None, typer.Option(help="Limit a read or deploy token to this site id.")] = None,
 ) -> None:
     """Create an API token. It is printed once; fieldlab keeps only its hash."""
+    from app import sites as site_data
+
     settings = _settings()
     try:
         row, token = _with_db(
@@ -241,6 +259,8 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list() -> None:
     """List tokens (id, name, scope, prefix); the tokens themselves are not stored."""
+    from app import sites as site_data
+
     rows = _with_db(_settings(), lambda db: site_data.list_tokens(db=db))
     table = Table("id", "name", "scope", "site", "prefix")
     for t in rows:
@@ -251,6 +271,8 @@ def tokens_list() -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `tokens list`.")]) -> None:
     """Delete a token; requests using it are refused from then on."""
+    from app import sites as site_data
+
     if not _with_db(_settings(), lambda db: site_data.revoke_token(db=db, token_id=token_id)):
         raise _fail(f"no token with id {token_id}")
     err.print(f"token {token_id} revoked")
@@ -425,6 +447,7 @@ def demo_seed(
     """Create the `demo` site (once) with the origins `serve` will use, print its key, give it a
     generated field history (once), and schedule a demo flow and a Lighthouse audit of it
     (idempotent)."""
+    from app import sites as site_data
     from app.demo import demo_base_url, seed_demo_checks, seed_demo_site
     from app.demo.history import DAYS, seed_history
     from app.runner import target_policy

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
+
+# scipy.stats is imported where a test runs: importing it takes ~1 s, which every `fieldlab gate`
+# (and the server's start-up) would pay even when no budget asks for a regression check.
 
 Outcome = Literal["regressed", "improved", "no-change", "insufficient-data"]
 
@@ -126,6 +128,8 @@ def lab_regression(
             since,
             higher_is_worse=higher_is_worse,
         )
+    from scipy import stats
+
     res = stats.mannwhitneyu(cur, base, alternative="two-sided", method="auto")
     p = float(res.pvalue)
     # Rank-biserial correlation from U of `cur`: +1 when every current run is slower.
@@ -186,6 +190,8 @@ def field_regression(
 
     def diff(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], axis: int = -1) -> Any:
         return np.quantile(y, q, axis=axis) - np.quantile(x, q, axis=axis)
+
+    from scipy import stats
 
     res = stats.bootstrap(
         (base, cur),
