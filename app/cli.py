@@ -188,10 +188,7 @@ def sites_add(
     """Create a site and print its public key (for the snippet's data-site)."""
     from app import sites as site_data
 
-    rules = []
-    for rule in page_group or []:
-        pattern, _, group = rule.partition("=")
-        rules.append({"pattern": pattern, "group": group or pattern})
+    rules = _rules(page_group)
     settings = _settings()
     try:
         site = _with_db(
@@ -211,6 +208,97 @@ def sites_add(
     out.print(
         f'snippet: <script async src="https://YOUR-FIELDLAB/fieldlab.js" data-site="{site.key}"></script>'
     )
+
+
+def _rules(page_group: list[str] | None) -> list[dict[str, str]]:
+    rules = []
+    for rule in page_group or []:
+        pattern, _, group = rule.partition("=")
+        rules.append({"pattern": pattern, "group": group or pattern})
+    return rules
+
+
+@sites_app.command("update")
+def sites_update(
+    site: Annotated[str, typer.Argument(help="The site's id or name.")],
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    origin: Annotated[
+        list[str] | None, typer.Option("--origin", "-o", help="Replace the allowed origins. Repeatable.")
+    ] = None,
+    add_origin: Annotated[list[str] | None, typer.Option(help="Allow one more origin. Repeatable.")] = None,
+    remove_origin: Annotated[
+        list[str] | None, typer.Option(help="Stop allowing an origin. Repeatable.")
+    ] = None,
+    page_group: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--page-group", "-g", help="Replace the route rules: PATTERN or PATTERN=GROUP. Repeatable."
+        ),
+    ] = None,
+    no_page_groups: Annotated[
+        bool, typer.Option(help="Drop every route rule (the default grouping).")
+    ] = False,
+    allow_query: Annotated[
+        list[str] | None, typer.Option(help="Replace the query parameters kept in URLs. Repeatable.")
+    ] = None,
+    no_allow_query: Annotated[bool, typer.Option(help="Keep no query parameters.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Change a site's name, origins, route rules or query allowlist; the key stays. Running
+    servers use the change within FIELDLAB_SITE_CACHE_TTL_S; rules apply to new beacons."""
+    from app import sites as site_data
+
+    if page_group and no_page_groups:
+        raise _fail("give --page-group or --no-page-groups, not both")
+    if allow_query and no_allow_query:
+        raise _fail("give --allow-query or --no-allow-query, not both")
+    settings = _settings()
+
+    async def update(db: Database) -> Any:
+        found = await (
+            site_data.get_site(db=db, site_id=int(site))
+            if site.isdigit()
+            else site_data.get_site_by_name(db=db, name=site)
+        )
+        if found is None or found.id is None:
+            raise site_data.InvalidInput(
+                f"no site {site!r} (give an id or a name from `fieldlab sites list`)"
+            )
+        origins = list(origin) if origin else None
+        if add_origin or remove_origin:
+            current = origins or list(found.origins)
+            gone = {site_data.normalise_origin(o) for o in remove_origin or []}
+            missing = gone - set(current)
+            if missing:
+                raise site_data.InvalidInput(
+                    f"--remove-origin: {', '.join(sorted(missing))} is not allowed now"
+                )
+            origins = [o for o in current if o not in gone] + list(add_origin or [])
+        return await site_data.update_site(
+            db=db, site_id=found.id, name=name, origins=origins,
+            page_groups=[] if no_page_groups else _rules(page_group) if page_group else None,
+            query_allowlist=[] if no_allow_query else allow_query or None,
+        )  # fmt: skip
+
+    try:
+        changed = _with_db(settings, update)
+    except (site_data.InvalidInput, site_data.Conflict) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps(_site_json(changed)))
+        return
+    out.print(f"site [bold]{escape(changed.name)}[/bold] id={changed.id} updated", highlight=False)
+    out.print(f"origins: {', '.join(changed.origins)}", highlight=False)
+    groups = ", ".join(f"{r['pattern']}={r['group']}" for r in changed.page_groups) or "(default)"
+    out.print(f"page groups: {escape(groups)}", highlight=False)
+    out.print(f"query allowlist: {', '.join(changed.query_allowlist) or '(none)'}", highlight=False)
+
+
+def _site_json(site: Any) -> dict[str, Any]:
+    return {
+        "id": site.id, "name": site.name, "key": site.key, "origins": site.origins,
+        "page_groups": site.page_groups, "query_allowlist": site.query_allowlist,
+    }  # fmt: skip
 
 
 @sites_app.command("list")

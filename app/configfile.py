@@ -120,12 +120,19 @@ async def apply(
     """Create or update everything in the file; errors name the entry (`checks[2].cron: …`)."""
     doc = load(path)
     for i, site in enumerate(doc["sites"]):
+        # As for checks, the file is the truth about a site it names: its origins, rules and
+        # allowlist are set to the file's (a key left out means none); the key never changes.
+        name = str(site.get("name", ""))
+        fields: dict[str, Any] = {
+            "origins": site.get("origins") or [], "page_groups": site.get("page_groups") or [],
+            "query_allowlist": site.get("query_allowlist") or [],
+        }  # fmt: skip
         try:
-            if await site_data.get_site_by_name(db=db, name=str(site.get("name", ""))) is None:
-                await site_data.create_site(
-                    db=db, name=str(site.get("name", "")), origins=site.get("origins") or [],
-                    page_groups=site.get("page_groups") or [], query_allowlist=site.get("query_allowlist") or [],
-                )  # fmt: skip
+            existing = await site_data.get_site_by_name(db=db, name=name)
+            if existing is None or existing.id is None:
+                await site_data.create_site(db=db, name=name, **fields)
+            else:
+                await site_data.update_site(db=db, site_id=existing.id, **fields)
         except (site_data.InvalidInput, site_data.Conflict) as exc:
             raise ConfigError(f"{path}: sites[{i}].{exc}") from None
     for i, check in enumerate(doc["checks"]):

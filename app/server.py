@@ -261,6 +261,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             sites.create_site,
             sites.list_sites,
             sites.get_site,
+            sites.update_site,
             sites.create_token,
             field.summary,
             field.series,

@@ -61,6 +61,19 @@ def _check_page_groups(rules: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     return checked
 
 
+def _checked_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise InvalidInput("name: must not be empty")
+    return name
+
+
+def _checked_origins(origins: Sequence[str]) -> list[str]:
+    if not origins:
+        raise InvalidInput("origins: give at least one origin, e.g. https://shop.example")
+    return sorted({normalise_origin(o) for o in origins})
+
+
 async def create_site(
     *,
     db: Database,
@@ -69,15 +82,11 @@ async def create_site(
     page_groups: Sequence[dict[str, str]] = (),
     query_allowlist: Sequence[str] = (),
 ) -> Site:
-    name = name.strip()
-    if not name:
-        raise InvalidInput("name: must not be empty")
-    if not origins:
-        raise InvalidInput("origins: give at least one origin, e.g. https://shop.example")
+    name = _checked_name(name)
     site = Site(
         name=name,
         key=secrets.token_urlsafe(12),
-        origins=sorted({normalise_origin(o) for o in origins}),
+        origins=_checked_origins(origins),
         page_groups=_check_page_groups(page_groups),
         query_allowlist=sorted(set(query_allowlist)),
         created_ms=now_ms(),
@@ -87,6 +96,40 @@ async def create_site(
             session.add(site)
     except IntegrityError:
         raise Conflict(f"name: a site called {name!r} already exists") from None
+    return site
+
+
+async def update_site(
+    *,
+    db: Database,
+    site_id: int,
+    name: str | None = None,
+    origins: Sequence[str] | None = None,
+    page_groups: Sequence[dict[str, str]] | None = None,
+    query_allowlist: Sequence[str] | None = None,
+) -> Site | None:
+    """Change the fields given (``None``: leave as is); None if there is no such site. The key
+    stays: it is in every page's snippet tag. Page-group rules and the query allowlist apply to
+    beacons from then on; stored page views keep the groups and URLs they were stored with."""
+    changes: dict[str, object] = {}
+    if name is not None:
+        changes["name"] = _checked_name(name)
+    if origins is not None:
+        changes["origins"] = _checked_origins(origins)
+    if page_groups is not None:
+        changes["page_groups"] = _check_page_groups(page_groups)
+    if query_allowlist is not None:
+        changes["query_allowlist"] = sorted(set(query_allowlist))
+    try:
+        async with db.write() as session:
+            site = await session.get(Site, site_id)
+            if site is None:
+                return None
+            for field, value in changes.items():
+                setattr(site, field, value)
+            session.add(site)
+    except IntegrityError:
+        raise Conflict(f"name: a site called {changes['name']!r} already exists") from None
     return site
 
 

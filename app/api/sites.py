@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, get, post
+from litestar import Request, get, patch, post
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.status_codes import HTTP_201_CREATED
 
@@ -25,6 +25,17 @@ class SiteCreate(msgspec.Struct):
     origins: Annotated[list[str], msgspec.Meta(min_length=1, max_length=50)]
     page_groups: list[PageGroupRule] = []
     query_allowlist: list[str] = []
+
+
+class SitePatch(msgspec.Struct, forbid_unknown_fields=True):
+    """The fields to change; those left out stay as they are. Lists replace the stored ones."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
+    origins: Annotated[list[str], msgspec.Meta(min_length=1, max_length=50)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+    page_groups: list[PageGroupRule] | msgspec.UnsetType = msgspec.UNSET
+    query_allowlist: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class SiteOut(msgspec.Struct):
@@ -110,6 +121,32 @@ async def _readable_site(request: Request[Any, Any, Any], site_id: int) -> Site:
 @get("/api/v1/sites/{site_id:int}", guards=[require_read], tags=["sites"])
 async def get_site(request: Request[Any, Any, Any], site_id: int) -> SiteOut:
     return site_out(await _readable_site(request, site_id))
+
+
+@patch("/api/v1/sites/{site_id:int}", guards=[require_admin], tags=["sites"])
+async def update_site(request: Request[Any, Any, Any], site_id: int, data: SitePatch) -> SiteOut:
+    """Change a site's name, origins, page-group rules or query allowlist (the fields given).
+    The key stays. This process uses the change at once; other workers within
+    `FIELDLAB_SITE_CACHE_TTL_S`. Rules apply to beacons from then on."""
+    svc = services(request)
+    unset = msgspec.UNSET
+    try:
+        site = await sites.update_site(
+            db=svc.db,
+            site_id=site_id,
+            name=None if data.name is unset else data.name,
+            origins=None if data.origins is unset else data.origins,
+            page_groups=None
+            if data.page_groups is unset
+            else [msgspec.structs.asdict(r) for r in data.page_groups],
+            query_allowlist=None if data.query_allowlist is unset else data.query_allowlist,
+        )
+    except (sites.InvalidInput, sites.Conflict) as exc:
+        raise _bad(exc) from None
+    if site is None:
+        raise NotFoundException(f"no site with id {site_id}")
+    svc.sites.forget(site.key)
+    return site_out(site)
 
 
 @post("/api/v1/tokens", guards=[require_admin], status_code=HTTP_201_CREATED, tags=["tokens"])

@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 from app.config import Settings
 from app.db import Database
 from app.server import create_app
-from tests.conftest import MOBILE_UA, beacon_headers, make_site
+from tests.conftest import MOBILE_UA, beacon_headers, make_site, make_token
 
 Client = AsyncTestClient[Litestar]
 
@@ -63,6 +63,58 @@ async def test_site_crud_and_validation(client: Client) -> None:
     )
     assert bad_rule.status_code == 400
     assert "page_groups[0].pattern" in bad_rule.json()["detail"]
+
+
+async def test_site_update_changes_what_beacons_meet(settings: Settings) -> None:
+    """PATCH changes the fields given and this process's site cache at once (a 60 s cache here,
+    so a stale entry would refuse the new origin); rules apply from then on."""
+    app = create_app(replace(settings, site_cache_ttl_s=60.0))
+    async with AsyncTestClient(app=app, base_url="http://127.0.0.1:8000") as client:
+        client.headers["authorization"] = "Bearer test-admin-token"
+        site = await make_site(client, name="shop", query_allowlist=["lang"])
+        other = await make_site(client, name="blog")
+        url = f"/api/v1/sites/{site['id']}"
+        new_origin = beacon_headers(origin="https://www.shop.example")
+        body = json.dumps(
+            {"id": "pv-1", "url": "https://www.shop.example/product/7?lang=de", "metrics": {"LCP": 900}}
+        )
+        beacon = f"/api/v1/beacon?site={site['key']}"
+        assert (await client.post(beacon, content=body, headers=new_origin)).status_code == 403  # cached now
+
+        r = await client.patch(url, json={"origins": ["https://shop.example", "https://WWW.shop.example/"],
+                                          "page_groups": [{"pattern": "/product/*", "group": "product"}]})  # fmt: skip
+        assert r.status_code == 200, r.text
+        changed = r.json()
+        assert changed["origins"] == ["https://shop.example", "https://www.shop.example"]
+        assert changed["page_groups"] == [{"pattern": "/product/*", "group": "product"}]
+        assert (changed["name"], changed["key"], changed["query_allowlist"]) == (
+            "shop",
+            site["key"],
+            ["lang"],
+        )
+        assert (await client.get(url)).json() == changed
+        assert (await client.post(beacon, content=body, headers=new_origin)).status_code == 204
+        summary = (await client.get(f"{url}/summary?page=/product/8")).json()
+        assert summary["metrics"]["LCP"]["count"] == 1
+
+        assert (await client.patch(url, json={"name": " shop2 "})).json()["name"] == "shop2"
+        refused = {
+            "name taken": ({"name": "blog"}, 409, "name"),
+            "no origins": ({"origins": []}, 400, "origins"),
+            "bad origin": ({"origins": ["shop.example/x"]}, 400, "origins"),
+            "bad rule": ({"page_groups": [{"pattern": "x"}]}, 400, "page_groups[0].pattern"),
+            "unknown field": ({"key": "mine"}, 400, "key"),
+            "wrong type": ({"origins": "https://a.example"}, 400, "origins"),
+        }
+        for case, (patch_body, status, words) in refused.items():
+            r = await client.patch(url, json=patch_body)
+            assert (r.status_code, words in r.json()["detail"]) == (status, True), (case, r.text)
+        assert (await client.get(url)).json()["name"] == "shop2"  # nothing half-applied
+        assert (await client.patch("/api/v1/sites/999", json={"name": "x"})).status_code == 404
+        read = await make_token(client, "read")
+        denied = await client.patch(url, json={"name": "x"}, headers={"authorization": f"Bearer {read}"})
+        assert denied.status_code == 403
+        assert (await client.get(f"/api/v1/sites/{other['id']}")).json()["name"] == "blog"
 
 
 async def test_page_group_rules_apply_to_beacons(client: Client) -> None:

@@ -136,6 +136,40 @@ def test_sites_add_bad_input_exits_2_naming_the_field(database_url: str, args: l
     assert query(database_url, "SELECT count(*) FROM site") == [(0,)]
 
 
+def test_sites_update_changes_only_what_it_is_told(database_url: str) -> None:
+    site = add_shop(database_url)
+
+    def stored() -> dict[str, Any]:
+        [row] = query(database_url, "SELECT name, key, origins, page_groups, query_allowlist FROM site")
+        decoded = [json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v for v in row]
+        return dict(zip(("name", "key", "origins", "page_groups", "query_allowlist"), decoded, strict=True))
+
+    before = stored()
+    changed = json.loads(ok(database_url, "sites", "update", "shop", "--add-origin", "https://WWW.shop.example",
+                            "--remove-origin", "http://localhost:3000/", "--json").stdout)  # fmt: skip
+    assert changed["origins"] == ["https://shop.example", "https://www.shop.example"]
+    assert stored() == {**before, "origins": changed["origins"]}  # name, key, rules, allowlist kept
+
+    text = ok(database_url, "sites", "update", str(site["id"]), "--name", "shop2",
+              "--page-group", "/p/*=/p/:id", "--no-allow-query").stdout  # fmt: skip
+    for words in ("shop2", "/p/*=/p/:id", "query allowlist: (none)"):
+        assert words in text
+    assert stored() == {**before, "name": "shop2", "origins": changed["origins"],
+                        "page_groups": [{"pattern": "/p/*", "group": "/p/:id"}], "query_allowlist": []}  # fmt: skip
+
+    refused = [
+        (["nope", "--name", "x"], "no site 'nope'"),
+        (["shop2", "--remove-origin", "https://other.example"], "https://other.example is not allowed now"),
+        (["shop2", "--origin", "shop.example"], "origins"),
+        (["shop2", "--page-group", "p/*"], "page_groups[0].pattern"),
+        (["shop2", "--page-group", "/a", "--no-page-groups"], "not both"),
+    ]
+    for args, words in refused:
+        result = run(database_url, "sites", "update", *args)
+        assert (result.returncode, words in result.stderr) == (2, True), (args, result.stderr)
+    assert stored()["name"] == "shop2"
+
+
 def test_sites_add_requires_an_origin(database_url: str) -> None:
     result = run(database_url, "sites", "add", "no-origin")
     assert result.returncode == 2

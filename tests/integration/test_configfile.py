@@ -140,6 +140,17 @@ async def test_apply_is_idempotent_and_the_file_is_the_truth(
     assert changed is not None
     assert (changed.device, changed.interval_s) == ("desktop", 1800)
 
+    # The same for a site: the file's origins and rules replace the stored ones (the rules line
+    # taken out: none), and the key, which is in every page's snippet tag, stays.
+    write(tmp_path, CONFIG.format(target="https://shop.example")
+          .replace("origins: [https://shop.example]", "origins: [https://shop.example, https://m.shop.example]")
+          .replace('    page_groups: [{pattern: "/product/*", group: "/product/:id"}]\n', ""))  # fmt: skip
+    await apply(db=db, path=path, flows_dir=flows, policy=policy)
+    moved = await site_data.get_site_by_name(db=db, name="shop")
+    assert moved is not None
+    assert (moved.id, moved.key) == (shop.id, shop.key)
+    assert (moved.origins, moved.page_groups) == (["https://m.shop.example", "https://shop.example"], [])
+
     bad = write(tmp_path, "checks:\n  - {name: x, kind: flow, site: nope, target: https://x.example, steps: [{goto: /}]}\n", "bad.yml")  # fmt: skip
     with pytest.raises(ConfigError, match=r"checks\[0\]\.site: no site named 'nope'"):
         await apply(db=db, path=bad, flows_dir=flows, policy=policy)
