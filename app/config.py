@@ -130,6 +130,16 @@ class Settings:
         metadata=_doc("Days raw beacons (and JS errors) are kept; attribution covers this window."),
     )
     rollup_retention_days: int = field(default=400, metadata=_doc("Days hourly and daily rollups are kept."))
+    run_retention_days: int = field(
+        default=400, metadata=_doc("Days synthetic check runs (their results and numbers) are kept.")
+    )
+    artifact_retention_days: int = field(
+        default=30,
+        metadata=_doc(
+            "Days a run's screenshots, traces and Lighthouse reports are kept on disk; its numbers stay "
+            "for FIELDLAB_RUN_RETENTION_DAYS."
+        ),
+    )
     prune_interval_s: float = field(default=3600.0, metadata=_doc("How often the retention job runs."))
     query_cache_ttl_s: float = field(
         default=60.0,
@@ -326,7 +336,8 @@ class Settings:
         positive = ("beacon_max_bytes", "beacon_max_metrics", "beacon_max_string", "beacon_max_attribution_keys",
                     "rate_limit_per_ip", "rate_limit_per_site", "rate_limit_api_per_ip", "queue_max",
                     "batch_max_rows", "commit_timeout_s", "workers", "db_pool_size", "rollup_interval_s",
-                    "raw_retention_days", "rollup_retention_days", "prune_interval_s", "flow_concurrency",
+                    "raw_retention_days", "rollup_retention_days", "run_retention_days",
+                    "artifact_retention_days", "prune_interval_s", "flow_concurrency",
                     "search_index_interval_s", "search_page_max", "search_max_offset", "log_capture_queue_max",
                     "step_timeout_s", "run_timeout_s", "lighthouse_timeout_s", "ui_session_max_age_s")  # fmt: skip
         for name in positive:

@@ -108,6 +108,20 @@ class Database:
             await self.read_engine.dispose()
 
 
+async def delete_in_chunks(db: Database, table: sa.Table, *where: Any, chunk: int = 5000) -> int:
+    """Delete the rows matching ``where`` (``table`` has an ``id`` key), ``chunk`` per
+    transaction, so the ingest writer, which shares SQLite's single write lock, never waits
+    behind one long delete. The number deleted."""
+    removed = 0
+    while True:
+        doomed = sa.select(table.c.id).where(*where).limit(chunk).scalar_subquery()
+        async with db.write_conn() as conn:
+            result = await conn.execute(sa.delete(table).where(table.c.id.in_(doomed)))
+        removed += result.rowcount or 0
+        if (result.rowcount or 0) < chunk:
+            return removed
+
+
 def alembic_config(database_url: str) -> Config:
     # Imported here: Alembic is a fifth of every CLI command's start-up, and most never migrate.
     from alembic.config import Config

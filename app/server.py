@@ -41,6 +41,7 @@ from app.ingest.writer import GroupCommitWriter
 from app.jobs import Periodic
 from app.leader import Leadership
 from app.observability import Metrics, http_middleware
+from app.run_retention import prune_runs
 from app.runner import LocalProbeRunner, target_policy
 from app.scheduler import CheckScheduler
 from app.search.store import Indexer, LogCapture
@@ -116,6 +117,8 @@ def _jobs(
         )
         if any(removed.values()):
             await cache.bump(s.id for s in await list_sites(db=db) if s.id is not None)
+        await prune_runs(db, data_dir=settings.data_dir, now_ms=now_ms(), run_days=settings.run_retention_days,
+                         artifact_days=settings.artifact_retention_days)  # fmt: skip
         sessions = stores["ui_sessions"]
         if isinstance(sessions, FileStore):
             await sessions.delete_expired()  # sign-ins never seen again (Redis expires its own)

@@ -16,6 +16,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_
 from app import checks as check_data
 from app.api.deps import require_admin, require_read, services
 from app.models import Check, CheckRun
+from app.run_retention import expired_message, run_dir
 from app.runner import target_policy
 from app.sites import Conflict, InvalidInput
 from probes.safety import TargetPolicy
@@ -64,10 +65,20 @@ def check_out(check: Check, last: CheckRun | None = None) -> dict[str, Any]:
     return out
 
 
-def run_out(run: CheckRun, *, brief: bool = False) -> dict[str, Any]:
+def run_out(run: CheckRun, *, brief: bool = False, data_dir: str | None = None) -> dict[str, Any]:
+    """``data_dir`` given: the artifacts are looked for on disk, and a run whose artifacts were
+    removed (FIELDLAB_ARTIFACT_RETENTION_DAYS) says so instead of listing dead links."""
     out = run.model_dump(exclude={"result"} if brief else set())
     if not brief:
-        out["artifact_urls"] = artifact_urls(run)
+        urls = artifact_urls(run)
+        expired = (
+            bool(urls)
+            and data_dir is not None
+            and run.id is not None
+            and not run_dir(data_dir, run.id).is_dir()
+        )
+        out["artifact_urls"] = [] if expired else urls
+        out["artifacts_expired"] = expired
     return out
 
 
@@ -196,14 +207,17 @@ async def _run(request: Request[Any, Any, Any], run_id: int) -> CheckRun:
 @get("/api/v1/runs/{run_id:int}", guards=[require_read], tags=["checks"])
 async def get_run(request: Request[Any, Any, Any], run_id: int) -> dict[str, Any]:
     """A run with the probe's full result: steps, vitals, resources, errors, artifacts."""
-    return run_out(await _run(request, run_id))
+    return run_out(await _run(request, run_id), data_dir=services(request).settings.data_dir)
 
 
 @get("/api/v1/runs/{run_id:int}/artifacts/{path:path}", guards=[require_read], tags=["checks"])
 async def get_artifact(request: Request[Any, Any, Any], run_id: int, path: str) -> File:
     """A screenshot, trace zip or Lighthouse report of a run (behind auth, like all results)."""
-    await _run(request, run_id)
-    root = (Path(services(request).settings.data_dir) / "artifacts" / str(run_id)).resolve()
+    run = await _run(request, run_id)
+    settings = services(request).settings
+    root = run_dir(settings.data_dir, run_id).resolve()
+    if not root.is_dir() and f"/api/v1/runs/{run_id}/artifacts/{path.lstrip('/')}" in artifact_urls(run):
+        raise HTTPException(status_code=410, detail=expired_message(run_id, settings.artifact_retention_days))
     file = (root / path.lstrip("/")).resolve()
     if root not in file.parents or not file.is_file():
         raise NotFoundException(f"run {run_id} has no artifact {path!r}")

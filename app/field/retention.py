@@ -8,11 +8,10 @@ shares SQLite's single write lock, never waits behind one long transaction."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import sqlalchemy as sa
 
-from app.db import Database
+from app.db import Database, delete_in_chunks
 from app.field.rollups import DAY
 from app.ingest.schemas import METRICS
 from app.models import JsError, Measurement, Rollup, Site, table
@@ -20,17 +19,6 @@ from app.search.store import prune_logs
 
 log = logging.getLogger(__name__)
 CHUNK = 5000
-
-
-async def _delete_before(db: Database, table: sa.Table, where: list[Any]) -> int:
-    removed = 0
-    while True:
-        doomed = sa.select(table.c.id).where(*where).limit(CHUNK).scalar_subquery()
-        async with db.write_conn() as conn:
-            result = await conn.execute(sa.delete(table).where(table.c.id.in_(doomed)))
-        removed += result.rowcount or 0
-        if (result.rowcount or 0) < CHUNK:
-            return removed
 
 
 async def prune(db: Database, *, now_ms: int, raw_days: int, rollup_days: int) -> dict[str, int]:
@@ -43,12 +31,14 @@ async def prune(db: Database, *, now_ms: int, raw_days: int, rollup_days: int) -
     for site_id in site_ids:
         for metric in METRICS:
             where = [m.c.site_id == site_id, m.c.metric == metric, m.c.ts < raw_cutoff]
-            removed["measurement"] += await _delete_before(db, m, where)
+            removed["measurement"] += await delete_in_chunks(db, m, *where, chunk=CHUNK)
             for period in ("h", "d"):
                 where = [r.c.site_id == site_id, r.c.period == period, r.c.metric == metric,
                          r.c.start_ms < rollup_cutoff]  # fmt: skip
-                removed["rollup"] += await _delete_before(db, r, where)
-        removed["js_error"] += await _delete_before(db, e, [e.c.site_id == site_id, e.c.ts < raw_cutoff])
+                removed["rollup"] += await delete_in_chunks(db, r, *where, chunk=CHUNK)
+        removed["js_error"] += await delete_in_chunks(
+            db, e, e.c.site_id == site_id, e.c.ts < raw_cutoff, chunk=CHUNK
+        )
     # Searchable log events (JS errors, synthetic failures, fieldlab's own) are raw data too.
     removed["log_event"] = await prune_logs(db, cutoff_ms=raw_cutoff)
     if any(removed.values()):

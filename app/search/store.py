@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import Database
+from app.db import Database, delete_in_chunks
 from app.logs import request_id
 from app.models import Check, CheckRun, JsError, LogEvent, SearchCursor, table
 from app.search.events import from_check_run, from_js_error, from_log_record
@@ -162,14 +162,7 @@ class Indexer:
 async def prune_logs(db: Database, *, cutoff_ms: int, chunk: int = 5000) -> int:
     """Delete events older than the cutoff, in chunks (SQLite's write lock is shared with ingest)."""
     t = table(LogEvent)
-    removed = 0
-    while True:
-        doomed = sa.select(t.c.id).where(t.c.ts < cutoff_ms).limit(chunk).scalar_subquery()
-        async with db.write_conn() as conn:
-            result = await conn.execute(sa.delete(t).where(t.c.id.in_(doomed)))
-        removed += result.rowcount or 0
-        if (result.rowcount or 0) < chunk:
-            return removed
+    return await delete_in_chunks(db, t, t.c.ts < cutoff_ms, chunk=chunk)
 
 
 class LogCapture(logging.Handler):

@@ -6,16 +6,16 @@ functions the checks API uses. A token limited to one site sees only that site's
 from __future__ import annotations
 
 import mimetypes
-from pathlib import Path
 from typing import Any
 
 from litestar import Request, get, post
-from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.response import File, Redirect, Template
 
 from app import checks as check_data
 from app.api.deps import services
 from app.models import Check, CheckRun
+from app.run_retention import expired_message, run_dir
 from app.ui.auth import principal_of, require_admin_session
 from app.ui.context import page
 
@@ -105,8 +105,13 @@ async def run_now(request: Request[Any, Any, Any], check_id: int) -> Redirect:
 @get("/runs/{run_id:int}", include_in_schema=False)
 async def run_detail(request: Request[Any, Any, Any], run_id: int) -> Template:
     check, run = await _run(request, run_id)
+    artifacts = artifact_paths(run)
+    settings = services(request).settings
+    expired = None
+    if artifacts and not run_dir(settings.data_dir, run_id).is_dir():
+        artifacts, expired = [], expired_message(run_id, settings.artifact_retention_days)
     return await page(request, "run.html", check=check, run=run, result=run.result or {}, steps=waterfall(run),
-                      artifacts=artifact_paths(run))  # fmt: skip
+                      artifacts=artifacts, artifacts_expired=expired)  # fmt: skip
 
 
 @get("/runs/{run_id:int}/artifacts/{path:path}", include_in_schema=False)
@@ -117,7 +122,10 @@ async def run_artifact(request: Request[Any, Any, Any], run_id: int, path: str) 
     wanted = path.lstrip("/")
     if wanted not in artifact_paths(run):
         raise NotFoundException(f"run {run_id} has no artifact {wanted!r}")
-    root = (Path(services(request).settings.data_dir) / "artifacts" / str(run_id)).resolve()
+    settings = services(request).settings
+    root = run_dir(settings.data_dir, run_id).resolve()
+    if not root.is_dir():
+        raise HTTPException(status_code=410, detail=expired_message(run_id, settings.artifact_retention_days))
     file = (root / wanted).resolve()
     if root not in file.parents or not file.is_file():
         raise NotFoundException(f"run {run_id} has no artifact {wanted!r}")
