@@ -255,15 +255,7 @@ def sites_update(
     settings = _settings()
 
     async def update(db: Database) -> Any:
-        found = await (
-            site_data.get_site(db=db, site_id=int(site))
-            if site.isdigit()
-            else site_data.get_site_by_name(db=db, name=site)
-        )
-        if found is None or found.id is None:
-            raise site_data.InvalidInput(
-                f"no site {site!r} (give an id or a name from `fieldlab sites list`)"
-            )
+        found = await _find_site(db, site)
         origins = list(origin) if origin else None
         if add_origin or remove_origin:
             current = origins or list(found.origins)
@@ -292,6 +284,62 @@ def sites_update(
     groups = ", ".join(f"{r['pattern']}={r['group']}" for r in changed.page_groups) or "(default)"
     out.print(f"page groups: {escape(groups)}", highlight=False)
     out.print(f"query allowlist: {', '.join(changed.query_allowlist) or '(none)'}", highlight=False)
+
+
+async def _find_site(db: Database, site: str) -> Any:
+    """A site by id or name; InvalidInput naming it if there is none."""
+    from app import sites as site_data
+
+    found = await (
+        site_data.get_site(db=db, site_id=int(site))
+        if site.isdigit()
+        else site_data.get_site_by_name(db=db, name=site)
+    )
+    if found is None or found.id is None:
+        raise site_data.InvalidInput(f"no site {site!r} (give an id or a name from `fieldlab sites list`)")
+    return found
+
+
+@sites_app.command("delete")
+def sites_delete(
+    site: Annotated[str, typer.Argument(help="The site's id or name.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask; needed when not on a terminal.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was deleted as JSON.")] = False,
+) -> None:
+    """Delete a site and everything that is its: field data, errors, rollups, deploy markers,
+    its checks and runs, budget history, alert states, scoped webhooks and site-limited tokens.
+    There is no undo."""
+    from app import sites as site_data
+    from app.site_delete import delete_site, site_contents
+
+    settings = _settings()
+    try:
+        found = _with_db(settings, lambda db: _find_site(db, site))
+    except site_data.InvalidInput as exc:
+        raise _fail(str(exc)) from None
+    if not yes:
+        if not sys.stdin.isatty():
+            raise _fail(f"not deleting site {found.name!r} without --yes (no terminal to ask on)")
+        counts = _with_db(settings, lambda db: site_contents(db=db, site_id=found.id))
+        held = ", ".join(f"{n:,} {name}" for name, n in counts.items() if n) or "no data"
+        err.print(f"site {escape(found.name)} (id {found.id}) holds {held}.", highlight=False)
+        typer.confirm("Delete it all, for good?", abort=True, err=True)
+    with err.status(f"deleting site {escape(found.name)} ..."):
+        gone = _with_db(settings, lambda db: delete_site(db=db, site_id=found.id))
+    if gone is None:
+        raise _fail(f"site {site!r} was deleted meanwhile")
+    err.print(
+        "running servers refuse its beacons within FIELDLAB_SITE_CACHE_TTL_S; "
+        "its runs' artifacts go with the next retention run",
+        highlight=False,
+    )
+    if as_json:
+        out.print_json(json.dumps(gone))
+        return
+    rows = ", ".join(f"{n:,} {name}" for name, n in gone["deleted"].items() if n) or "no other rows"
+    out.print(f"site {escape(gone['name'])} (id {gone['id']}) deleted with {rows}", highlight=False)
 
 
 def _site_json(site: Any) -> dict[str, Any]:

@@ -265,6 +265,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             sites.list_sites,
             sites.get_site,
             sites.update_site,
+            sites.delete_site,
             sites.create_token,
             field.summary,
             field.series,

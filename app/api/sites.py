@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, get, patch, post
+from litestar import Request, delete, get, patch, post
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.status_codes import HTTP_201_CREATED
 
-from app import sites
+from app import site_delete, sites
 from app.api.deps import principal_of, require_admin, require_read, services
 from app.models import Site
 
@@ -147,6 +147,21 @@ async def update_site(request: Request[Any, Any, Any], site_id: int, data: SiteP
         raise NotFoundException(f"no site with id {site_id}")
     svc.sites.forget(site.key)
     return site_out(site)
+
+
+@delete("/api/v1/sites/{site_id:int}", guards=[require_admin], tags=["sites"], status_code=200)
+async def delete_site(request: Request[Any, Any, Any], site_id: int) -> dict[str, Any]:
+    """Delete a site and everything that is its: field data, errors and log events, rollups,
+    deploy markers, its checks and their runs, its budget history, alert states and scoped
+    webhooks, and tokens limited to it. The answer counts what went. There is no undo."""
+    svc = services(request)
+    gone = await site_delete.delete_site(db=svc.db, site_id=site_id)
+    if gone is None:
+        raise NotFoundException(f"no site with id {site_id}")
+    svc.sites.forget(gone["key"])
+    await svc.cache.bump([site_id])
+    await svc.scheduler.sync()
+    return gone
 
 
 @post("/api/v1/tokens", guards=[require_admin], status_code=HTTP_201_CREATED, tags=["tokens"])
