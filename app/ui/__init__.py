@@ -14,7 +14,7 @@ from litestar.response import Redirect
 from litestar.template.config import TemplateConfig
 
 from app.config import Settings
-from app.ui import auth, budgets, checks, format, health, offline, pages, signin
+from app.ui import auth, budgets, checks, format, health, offline, pages, signin, site_settings
 from app.ui import logs as log_pages
 from app.ui.static import ui_asset
 
@@ -44,6 +44,9 @@ def router(settings: Settings) -> Router:
             pages.page_groups,
             pages.attribution,
             pages.compare,
+            site_settings.settings_page,
+            site_settings.save_settings,
+            site_settings.delete_site,
             signin.logout,
             checks.checks_list,
             checks.check_detail,

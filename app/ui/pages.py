@@ -75,12 +75,11 @@ async def add_site(request: Request[Any, Any, Any]) -> Response[Any]:
         return await page(request, "overview.html", status_code=400, cards=cards, vitals=data.VITALS,
                           error=str(exc), form={"name": name, "origins": " ".join(origins)},
                           **await _status(request))  # fmt: skip
-    return Redirect(f"/ui/sites/{site.id}/trends", status_code=303)
+    # A new site has no data yet; what its owner needs next is the snippet tag.
+    return Redirect(f"/ui/sites/{site.id}/settings", status_code=303)
 
 
-async def _site_page(
-    request: Request[Any, Any, Any], site_id: int, template: str, **context: Any
-) -> Template:
+async def site_page(request: Request[Any, Any, Any], site_id: int, template: str, **context: Any) -> Template:
     site = await readable_site(request, site_id)
     view = data.parse_view(_params(request), now=data.now_ms())
     base = f"/ui/sites/{site_id}"
@@ -91,6 +90,7 @@ async def _site_page(
             "pages": _url(f"{base}/pages", view.query(metric=None)),
             "attribution": _url(f"{base}/attribution", view.query(metric=None)),
             "compare": _url(f"{base}/compare", view.query(metric=None)),
+            "settings": f"{base}/settings",
         }, **context,
     )  # fmt: skip
 
@@ -111,7 +111,7 @@ async def trends(request: Request[Any, Any, Any], site_id: int) -> Template:
         "histogram": {"metric": view.metric, "bins": got["bins"]},
         "markers": [{"t": d["t"] // 1000, "label": d["commit"][:7]} for d in deploys],
     }  # fmt: skip
-    return await _site_page(request, site_id, "trends.html", charts=True, got=got, chart=chart,
+    return await site_page(request, site_id, "trends.html", charts=True, got=got, chart=chart,
                             metrics=data.METRICS, deploys=deploys, budget=budget)  # fmt: skip
 
 
@@ -133,7 +133,7 @@ async def page_groups(
     seen = {r["group"] for r in field_rows}
     field_rows += [{"group": g, "views": 0} for g in lab if g not in seen]  # lab-only routes
     rows = format.sort_groups(field_rows, sort, descending)
-    return await _site_page(request, site_id, "pages.html", rows=rows, sort=sort, descending=descending,
+    return await site_page(request, site_id, "pages.html", rows=rows, sort=sort, descending=descending,
                             vitals=data.VITALS, lab=lab)  # fmt: skip
 
 
@@ -142,7 +142,7 @@ async def attribution(request: Request[Any, Any, Any], site_id: int) -> Template
     site = await readable_site(request, site_id)
     view = data.parse_view(_params(request), now=data.now_ms())
     tables = await data.attribution_tables(services(request), site, view)
-    return await _site_page(request, site_id, "attribution.html", tables=tables)
+    return await site_page(request, site_id, "attribution.html", tables=tables)
 
 
 @get("/sites/{site_id:int}/compare", include_in_schema=False)
@@ -156,5 +156,5 @@ async def compare(request: Request[Any, Any, Any], site_id: int, deploy: int | N
         if marker is None:
             raise HTTPException(status_code=400, detail=f"deploy: no deploy marker {deploy} for this site")
     got = await data.compare(services(request), site, view, pivot_ms=marker.ts if marker else None)
-    return await _site_page(request, site_id, "compare.html", got=got, markers=markers, marker=marker,
+    return await site_page(request, site_id, "compare.html", got=got, markers=markers, marker=marker,
                             metrics=data.METRICS)  # fmt: skip

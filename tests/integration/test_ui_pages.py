@@ -188,8 +188,10 @@ async def test_admin_adds_a_site_and_bad_input_names_the_field(ui: Any) -> None:
         "/ui/sites", data={"name": "blog", "origins": "https://blog.example", "_csrf_token": token}
     )
     assert r.status_code == 303
-    assert r.headers["location"].endswith("/trends")
-    assert (await client.get(r.headers["location"])).status_code == 200
+    assert r.headers["location"].endswith("/settings")
+    settings_page = await client.get(r.headers["location"])
+    assert settings_page.status_code == 200
+    assert 'id="snippet"' in settings_page.text
 
 
 async def test_a_site_limited_token_sees_only_its_site_and_revoking_ends_the_session(
