@@ -53,6 +53,16 @@ async def _site(request: Request[Any, Any, Any], site_id: int) -> None:
         raise NotFoundException(f"no site with id {site_id}")
 
 
+def _may_mark(request: Request[Any, Any, Any], site_id: int) -> None:
+    principal = principal_of(request)
+    if not principal.can_mark_deploys(site_id):
+        raise PermissionDeniedException(
+            "adding or deleting a marker needs an admin token or a deploy token for this site "
+            f"(this one has scope {principal.scope!r}"
+            + (f", limited to site {principal.site_id})" if principal.site_id is not None else ")")
+        )
+
+
 @post(
     "/api/v1/sites/{site_id:int}/markers",
     guards=[require_read],
@@ -62,13 +72,7 @@ async def _site(request: Request[Any, Any, Any], site_id: int) -> None:
 async def add_marker(request: Request[Any, Any, Any], site_id: int, data: MarkerIn) -> dict[str, Any]:
     """Record a deploy (an admin token, or a deploy token of all sites or of this one, e.g. the
     CI's). Regression comparisons can start at it (`marker=latest`)."""
-    principal = principal_of(request)
-    if not principal.can_mark_deploys(site_id):
-        raise PermissionDeniedException(
-            "adding a marker needs an admin token or a deploy token for this site "
-            f"(this one has scope {principal.scope!r}"
-            + (f", limited to site {principal.site_id})" if principal.site_id is not None else ")")
-        )
+    _may_mark(request, site_id)
     await _site(request, site_id)
     try:
         marker = await store.add_marker(
@@ -82,6 +86,21 @@ async def add_marker(request: Request[Any, Any, Any], site_id: int, data: Marker
     except sites.InvalidInput as exc:
         raise _bad(exc) from None
     return store.marker_dict(marker)
+
+
+@delete(
+    "/api/v1/sites/{site_id:int}/markers/{marker_id:int}",
+    guards=[require_read],
+    status_code=HTTP_204_NO_CONTENT,
+    tags=["budgets"],
+)
+async def delete_marker(request: Request[Any, Any, Any], site_id: int, marker_id: int) -> None:
+    """Delete a marker recorded by mistake (the same tokens as adding one). Comparisons with
+    `marker=latest` then start at the marker before it."""
+    _may_mark(request, site_id)
+    await _site(request, site_id)
+    if not await store.delete_marker(db=services(request).db, site_id=site_id, marker_id=marker_id):
+        raise NotFoundException(f"site {site_id} has no marker with id {marker_id}")
 
 
 @get("/api/v1/sites/{site_id:int}/markers", guards=[require_read], tags=["budgets"])

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
-from litestar.status_codes import HTTP_201_CREATED
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app import site_delete, sites
 from app.api.deps import principal_of, require_admin, require_read, services
@@ -52,6 +52,17 @@ class TokenCreate(msgspec.Struct):
     scope: Literal["read", "deploy", "admin"]
     name: str = ""
     site_id: int | None = None
+
+
+class TokenInfo(msgspec.Struct):
+    """A stored token as listed: never the token or its hash, only the first characters."""
+
+    id: int
+    name: str
+    scope: str
+    prefix: str
+    site_id: int | None
+    created: str
 
 
 class TokenOut(msgspec.Struct):
@@ -175,3 +186,30 @@ async def create_token(request: Request[Any, Any, Any], data: TokenCreate) -> To
         raise _bad(exc) from None
     assert row.id is not None
     return TokenOut(id=row.id, name=row.name, scope=row.scope, token=token, site_id=row.site_id)
+
+
+@get("/api/v1/tokens", guards=[require_admin], tags=["tokens"])
+async def list_tokens(request: Request[Any, Any, Any]) -> list[TokenInfo]:
+    """Stored tokens (``FIELDLAB_ADMIN_TOKEN`` is not one): id, name, scope, site, the first
+    characters of the token (to recognise it), creation time."""
+    return [
+        TokenInfo(
+            id=t.id,
+            name=t.name,
+            scope=t.scope,
+            prefix=t.prefix,
+            site_id=t.site_id,
+            created=_iso(t.created_ms),
+        )
+        for t in await sites.list_tokens(db=services(request).db)
+        if t.id is not None
+    ]
+
+
+@delete(
+    "/api/v1/tokens/{token_id:int}", guards=[require_admin], tags=["tokens"], status_code=HTTP_204_NO_CONTENT
+)
+async def revoke_token(request: Request[Any, Any, Any], token_id: int) -> None:
+    """Revoke a token: requests using it are refused (401) from the next one on."""
+    if not await sites.revoke_token(db=services(request).db, token_id=token_id):
+        raise NotFoundException(f"no token with id {token_id}")

@@ -97,6 +97,15 @@ async def list_markers(
         return list((await session.exec(query)).all())
 
 
+async def delete_marker(*, db: Database, site_id: int, marker_id: int) -> bool:
+    """Remove a marker recorded by mistake; comparisons then start at the one before it."""
+    async with db.write() as session:
+        result = await session.exec(
+            sa.delete(DeployMarker).where(DeployMarker.site_id == site_id, DeployMarker.id == marker_id)  # type: ignore[arg-type]
+        )
+        return bool(result.rowcount)
+
+
 async def find_marker(*, db: Database, site_id: int, ref: str) -> DeployMarker | None:
     """``latest``, a marker id, or a commit (prefix of at least 4 characters), newest first."""
     query = select(DeployMarker).where(DeployMarker.site_id == site_id)

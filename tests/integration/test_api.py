@@ -170,6 +170,29 @@ async def test_tokens_are_scoped_and_stored_hashed(client: Client, db: Database)
     assert len(stored) == 3
 
 
+async def test_tokens_are_listed_without_secrets_and_revoked_at_once(client: Client) -> None:
+    shop = await make_site(client)
+    made = [(await client.post("/api/v1/tokens", json=body)).json()
+            for body in ({"scope": "read", "name": "grafana"}, {"scope": "deploy", "site_id": shop["id"]})]  # fmt: skip
+    listed = (await client.get("/api/v1/tokens")).json()
+    assert [(t["id"], t["name"], t["scope"], t["site_id"]) for t in listed] == [
+        (made[0]["id"], "grafana", "read", None), (made[1]["id"], "deploy token", "deploy", shop["id"])
+    ]  # fmt: skip
+    for shown, token in zip(listed, made, strict=True):
+        assert set(shown) == {"id", "name", "scope", "prefix", "site_id", "created"}
+        assert token["token"].startswith(shown["prefix"])
+        assert token["token"] not in json.dumps(listed)
+    as_read = {"authorization": f"Bearer {made[0]['token']}"}
+    assert (await client.get("/api/v1/tokens", headers=as_read)).status_code == 403
+    assert (await client.delete(f"/api/v1/tokens/{made[1]['id']}", headers=as_read)).status_code == 403
+
+    assert (await client.get("/api/v1/sites", headers=as_read)).status_code == 200
+    assert (await client.delete(f"/api/v1/tokens/{made[0]['id']}")).status_code == 204
+    assert (await client.get("/api/v1/sites", headers=as_read)).status_code == 401  # the next request
+    assert [t["id"] for t in (await client.get("/api/v1/tokens")).json()] == [made[1]["id"]]
+    assert (await client.delete(f"/api/v1/tokens/{made[0]['id']}")).status_code == 404
+
+
 # --- summary ---------------------------------------------------------------------------------
 
 

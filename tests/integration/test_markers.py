@@ -71,6 +71,28 @@ async def test_markers_api(client: Client) -> None:
     assert r.status_code == 401
 
 
+async def test_a_marker_recorded_by_mistake_can_be_deleted(client: Client) -> None:
+    site, other = await make_site(client), await make_site(client)
+    sid = site["id"]
+    made = []
+    for commit in ("aaa1111", "bbb2222"):
+        r = await client.post(f"/api/v1/sites/{sid}/markers", json={"commit": commit, "branch": "main"})
+        made.append(r.json())
+    wrong = f"/api/v1/sites/{sid}/markers/{made[1]['id']}"
+    for bearer in (await make_token(client, "read", sid), await make_token(client, "deploy", other["id"])):
+        r = await client.delete(wrong, headers={"authorization": f"Bearer {bearer}"})
+        assert r.status_code == 403, r.text
+    assert (await client.delete(f"/api/v1/sites/{other['id']}/markers/{made[1]['id']}")).status_code == 404
+    ci = await make_token(client, "deploy", sid)
+    assert (await client.delete(wrong, headers={"authorization": f"Bearer {ci}"})).status_code == 204
+    assert [m["commit"] for m in (await client.get(f"/api/v1/sites/{sid}/markers")).json()] == ["aaa1111"]
+    latest = await client.get(
+        f"/api/v1/sites/{sid}/regressions", params={"metric": "LCP", "marker": "latest"}
+    )
+    assert latest.json()["window"]["since"] == "deploy aaa1111", latest.text
+    assert (await client.delete(wrong)).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
