@@ -14,7 +14,7 @@ from litestar.response import Redirect
 from litestar.template.config import TemplateConfig
 
 from app.config import Settings
-from app.ui import auth, budgets, checks, format, health, offline, pages, signin, site_settings
+from app.ui import auth, budgets, check_forms, checks, format, health, offline, pages, signin, site_settings
 from app.ui import logs as log_pages
 from app.ui.static import ui_asset
 
@@ -51,6 +51,9 @@ def router(settings: Settings) -> Router:
             checks.checks_list,
             checks.check_detail,
             checks.run_now,
+            check_forms.add_check,
+            check_forms.set_enabled,
+            check_forms.delete_check,
             checks.run_detail,
             checks.run_artifact,
             budgets.budgets,

@@ -17,7 +17,7 @@ from app.api.deps import services
 from app.models import Check, CheckRun
 from app.run_retention import expired_message, run_dir
 from app.ui.auth import principal_of, require_admin_session
-from app.ui.context import page
+from app.ui.context import page, visible_sites
 
 HISTORY = 50
 SPARK_RUNS = 20
@@ -28,7 +28,7 @@ def _visible(request: Request[Any, Any, Any], check: Check) -> bool:
     return principal.site_id is None or check.site_id == principal.site_id
 
 
-async def _check(request: Request[Any, Any, Any], check_id: int) -> Check:
+async def visible_check(request: Request[Any, Any, Any], check_id: int) -> Check:
     check = await check_data.get_check(db=services(request).db, check_id=check_id)
     if check is None:
         raise NotFoundException(f"no check with id {check_id}")
@@ -41,7 +41,7 @@ async def _run(request: Request[Any, Any, Any], run_id: int) -> tuple[Check, Che
     run = await check_data.get_run(db=services(request).db, run_id=run_id)
     if run is None:
         raise NotFoundException(f"no run with id {run_id}")
-    return await _check(request, run.check_id), run
+    return await visible_check(request, run.check_id), run
 
 
 def artifact_paths(run: CheckRun) -> list[str]:
@@ -75,6 +75,11 @@ def waterfall(run: CheckRun) -> list[dict[str, Any]]:
 
 @get("/checks", include_in_schema=False)
 async def checks_list(request: Request[Any, Any, Any]) -> Template:
+    return await checks_page(request)
+
+
+async def checks_page(request: Request[Any, Any, Any], *, status_code: int = 200, **context: Any) -> Template:
+    """The list; ``context`` carries the add-a-check form's values and error when it is shown again."""
     db = services(request).db
     rows = []
     for check in await check_data.list_checks(db=db):
@@ -85,19 +90,29 @@ async def checks_list(request: Request[Any, Any, Any]) -> Template:
             r.duration_ms for r in reversed(runs) if r.duration_ms is not None and r.status != "skipped"
         ]
         rows.append({"check": check, "last": runs[0] if runs else None, "durations": durations})
-    return await page(request, "checks.html", rows=rows)
+    context.setdefault("form", {"kind": "flow", "device": "desktop", "throttling": "none", "every": "15m",
+                                "steps": "- goto: /", "runs": "3"})  # fmt: skip
+    return await page(request, "checks.html", status_code=status_code, rows=rows, sites=await visible_sites(request),
+                      kinds=check_data.KINDS, devices=check_data.DEVICES, throttlings=check_data.THROTTLING,
+                      **context)  # fmt: skip
 
 
 @get("/checks/{check_id:int}", include_in_schema=False)
 async def check_detail(request: Request[Any, Any, Any], check_id: int) -> Template:
-    check = await _check(request, check_id)
-    runs = await check_data.list_runs(db=services(request).db, check_id=check_id, limit=HISTORY)
-    return await page(request, "check.html", check=check, runs=runs)
+    return await check_page(request, await visible_check(request, check_id))
+
+
+async def check_page(
+    request: Request[Any, Any, Any], check: Check, *, status_code: int = 200, **context: Any
+) -> Template:
+    assert check.id is not None
+    runs = await check_data.list_runs(db=services(request).db, check_id=check.id, limit=HISTORY)
+    return await page(request, "check.html", status_code=status_code, check=check, runs=runs, **context)
 
 
 @post("/checks/{check_id:int}/run", include_in_schema=False, guards=[require_admin_session], status_code=303)
 async def run_now(request: Request[Any, Any, Any], check_id: int) -> Redirect:
-    await _check(request, check_id)
+    await visible_check(request, check_id)
     run = await services(request).scheduler.run_now(check_id)
     return Redirect(f"/ui/runs/{run.id}", status_code=303)
 

@@ -24,6 +24,19 @@ async def visible_sites(request: Request[Any, Any, Any]) -> list[Site]:
     ]
 
 
+async def unconfirmed(request: Request[Any, Any, Any], kind: str, name: str) -> str | None:
+    """Why a delete form's typed confirmation does not match ``name`` (None when it does): a
+    deletion with no undo asks for the thing's name, typed."""
+    typed = str((await request.form()).get("confirm") or "").strip()
+    if typed == name:
+        return None
+    return (
+        f"type the {kind}'s name, {name}, to delete it"
+        if not typed
+        else f"{typed!r} is not this {kind}'s name"
+    )
+
+
 async def readable_site(request: Request[Any, Any, Any], site_id: int) -> Site:
     if not principal_of(request).can_read(site_id):
         raise PermissionDeniedException("this sign-in is limited to another site")

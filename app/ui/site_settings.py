@@ -14,7 +14,7 @@ from app.api.deps import services
 from app.models import Site
 from app.sites import Conflict, InvalidInput, update_site
 from app.ui.auth import require_admin_session
-from app.ui.context import readable_site
+from app.ui.context import readable_site, unconfirmed
 from app.ui.pages import site_page
 
 
@@ -74,13 +74,7 @@ async def save_settings(request: Request[Any, Any, Any], site_id: int) -> Templa
 async def delete_site(request: Request[Any, Any, Any], site_id: int) -> Template | Redirect:
     """Deleting asks for the site's name, typed, as the confirmation: there is no undo."""
     site = await readable_site(request, site_id)
-    typed = str((await request.form()).get("confirm") or "").strip()
-    if typed != site.name:
-        why = (
-            f"type the site's name, {site.name}, to delete it"
-            if not typed
-            else f"{typed!r} is not this site's name"
-        )
+    if why := await unconfirmed(request, "site", site.name):
         return await _render(request, site, delete_error=why, status_code=400)
     svc = services(request)
     await site_delete.delete_site(db=svc.db, site_id=site_id)
