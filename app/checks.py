@@ -217,14 +217,17 @@ async def start_run(*, db: Database, check_id: int, trigger: str, status: str = 
 
 async def finish_run(
     *, db: Database, run_id: int, status: str, result: dict[str, Any] | None, error: str | None = None
-) -> None:
+) -> bool:
+    """Store a run's outcome; False if the run is gone (its check or site was deleted while it ran)."""
     finished = now_ms()
     async with db.write() as session:
         run = await session.get(CheckRun, run_id)
-        assert run is not None
+        if run is None:
+            return False
         run.status, run.result, run.error = status, result, (error or None) and error[:2048]
         run.finished_ms, run.duration_ms = finished, float(finished - run.started_ms)
         session.add(run)
+    return True
 
 
 async def list_runs(

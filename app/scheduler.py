@@ -194,7 +194,14 @@ class CheckScheduler:
             status, result, error = await self._run(check, self.artifacts_root / str(run.id))
             if self.metrics is not None:
                 self.metrics.run_seconds.labels(check.kind, status).observe(time.perf_counter() - began)
-            await check_data.finish_run(db=self.db, run_id=run.id, status=status, result=result, error=error)
+            if not await check_data.finish_run(
+                db=self.db, run_id=run.id, status=status, result=result, error=error
+            ):
+                # Its artifacts go with the next retention run (a directory without a run).
+                log.info(
+                    "check %s was deleted while it ran (run %d); its result is dropped", check.name, run.id
+                )
+                return run
             log.info("check %s run %d: %s", check.name, run.id, status)
             if self.on_run is not None and (stored := await check_data.get_run(db=self.db, run_id=run.id)):
                 await self.on_run(check, stored)

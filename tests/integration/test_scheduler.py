@@ -7,6 +7,7 @@ browser runner has its own tests); the database is real."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -135,3 +136,28 @@ async def test_a_run_missed_while_down_runs_on_start_within_grace(
         await sched.stop()
     assert len(runner.started) == 1
     assert await statuses(db, check.id) == ["passed", "passed"]
+
+
+async def test_a_check_deleted_while_it_runs_drops_the_result_quietly(
+    db: Database, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fieldlab.scheduler")
+    runner = SleepRunner(0.5)
+    seen: list[int] = []
+
+    async def on_run(check: Check, run: Any) -> None:
+        seen.append(run.id)
+
+    sched = CheckScheduler(db=db, runner=runner, settings=replace(settings, data_dir=str(tmp_path)))
+    sched.on_run = on_run
+    check = await check_data.create_check(db=db, values=flow_check("doomed"), flows_dir=tmp_path)
+    assert check.id is not None
+    execution = asyncio.ensure_future(sched.execute(check.id, trigger="manual"))
+    await asyncio.sleep(0.2)  # running now
+    assert await check_data.delete_check(db=db, check_id=check.id)
+    run = await execution  # no AssertionError from storing a result for a run that is gone
+    assert run is not None
+    assert await check_data.get_run(db=db, run_id=run.id or 0) is None
+    assert seen == []  # no budgets judged, no alerts, for a check that no longer exists
+    assert "deleted while it ran" in caplog.text
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
