@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 from litestar import asgi
 from litestar.exceptions import HTTPException
 from litestar.types import Receive, Scope, Send
+from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import Services
 from app.db import now_ms
@@ -128,7 +129,8 @@ async def _post(svc: Services, scope: Scope, receive: Receive, send: Send) -> No
             "content_type",
         )
     origin = headers.get(b"origin", "")
-    entry = await _site_for(svc, _site_param(scope["query_string"]), origin)
+    key = _site_param(scope["query_string"])
+    entry = await _site_for(svc, key, origin)
     body = await _read_body(receive, headers.get(b"content-length"), svc.settings.beacon_max_bytes)
     try:
         rows = decode_beacon(
@@ -155,6 +157,11 @@ async def _post(svc: Services, scope: Scope, receive: Receive, send: Send) -> No
             await done
         except TimeoutError:
             raise _unavailable(svc, "database is slow to commit; retry later") from None
+        except IntegrityError:
+            # The one constraint a decoded beacon can break is its site's: the site was deleted
+            # (by another worker, whose deletion this one's site cache has not seen yet).
+            svc.sites.forget(key or "")
+            raise BeaconError(403, "unknown site key", "unknown_site") from None
         except Exception:
             raise _unavailable(svc, "database unavailable; retry later") from None
     await _respond(send, origin)

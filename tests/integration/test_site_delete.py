@@ -18,7 +18,7 @@ from app.config import Settings
 from app.db import Database
 from app.models import Webhook, WebhookDelivery, table
 from app.server import create_app
-from app.site_delete import COUNTED, site_contents
+from app.site_delete import COUNTED, delete_site, site_contents
 from tests.conftest import ADMIN, beacon_headers, make_site, make_token
 from tests.integration.field_rows import insert_field
 from tests.integration.test_cli import run
@@ -142,4 +142,29 @@ async def test_cli_delete_asks_or_needs_yes(settings: Settings, database_url: st
     assert all(n == 0 for n in (await owned(db, shop)).values())
     listed = run(database_url, "sites", "list", "--json")
     assert [s["name"] for s in json.loads(listed.stdout)] == ["blog"]
+    await db.dispose()
+
+
+async def test_a_worker_that_missed_the_deletion_refuses_the_sites_beacons(settings: Settings) -> None:
+    """Another worker deleted the site; this one still has it in its site cache (60 s here).
+    Its beacon cannot be stored (the site row is gone): 403 unknown site, not a 503, and the
+    cache entry is dropped so the next beacon is refused without trying."""
+    settings = replace(settings, site_cache_ttl_s=60.0, scheduler=False)
+    db = Database(settings)
+    async with AsyncTestClient(app=create_app(settings), base_url="http://127.0.0.1:8000") as client:
+        client.headers["authorization"] = f"Bearer {ADMIN}"
+        site = await make_site(client, name="shop")
+        beacon = f"/api/v1/beacon?site={site['key']}"
+        headers = beacon_headers(origin="https://shop.example")
+
+        def body(pv: str) -> str:
+            return json.dumps({"id": pv, "url": "https://shop.example/", "metrics": {"LCP": 1200}})
+
+        assert (await client.post(beacon, content=body("pv-1"), headers=headers)).status_code == 204  # cached
+        assert await delete_site(db=db, site_id=site["id"]) is not None  # as another worker would
+        for pv in ("pv-2", "pv-3"):
+            r = await client.post(beacon, content=body(pv), headers=headers)
+            assert (r.status_code, r.json()["detail"]) == (403, "unknown site key"), pv
+        async with db.read_engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*) FROM measurement"))).scalar_one() == 0
     await db.dispose()
