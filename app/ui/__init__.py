@@ -14,7 +14,19 @@ from litestar.response import Redirect
 from litestar.template.config import TemplateConfig
 
 from app.config import Settings
-from app.ui import auth, budgets, check_forms, checks, format, health, offline, pages, signin, site_settings
+from app.ui import (
+    auth,
+    budgets,
+    check_forms,
+    checks,
+    format,
+    health,
+    offline,
+    pages,
+    signin,
+    site_settings,
+    tokens,
+)
 from app.ui import logs as log_pages
 from app.ui.static import ui_asset
 
@@ -58,6 +70,9 @@ def router(settings: Settings) -> Router:
             checks.run_artifact,
             budgets.budgets,
             health.health,
+            tokens.tokens,
+            tokens.add_token,
+            tokens.revoke,
             log_pages.logs,
             log_pages.slow_queries,
         ],
