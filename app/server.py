@@ -298,6 +298,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             budgets.create_webhook,
             budgets.list_webhooks,
             budgets.delete_webhook,
+            budgets.test_webhook,
             budgets.list_deliveries,
         ],
         middleware=[

@@ -15,6 +15,7 @@ from app import checks as check_data
 from app import sites
 from app.api.deps import principal_of, require_admin, require_read, services
 from app.budgets import compare, store
+from app.budgets.notify import test_event
 from app.budgets.regress import Thresholds
 from app.budgets.service import BudgetService
 from app.budgets.verdict import Status, Verdict
@@ -403,6 +404,22 @@ async def list_webhooks(request: Request[Any, Any, Any]) -> list[dict[str, Any]]
 async def delete_webhook(request: Request[Any, Any, Any], webhook_id: int) -> None:
     if not await store.delete_webhook(db=services(request).db, webhook_id=webhook_id):
         raise NotFoundException(f"no webhook with id {webhook_id}")
+
+
+@post("/api/v1/webhooks/{webhook_id:int}/test", guards=[require_admin], status_code=200, tags=["budgets"])
+async def test_webhook(request: Request[Any, Any, Any], webhook_id: int) -> dict[str, Any]:
+    """Send a test notification now, in the webhook's format and with its signature, retried
+    like any other; the answer is its delivery-log entry (`status` delivered or failed,
+    `http_status`, `attempts`, `error`)."""
+    db = services(request).db
+    hook = await store.get_webhook(db=db, webhook_id=webhook_id)
+    if hook is None:
+        raise NotFoundException(f"no webhook with id {webhook_id}")
+    await budget_service(request).notifier.deliver(
+        hook, test_event(hook.name, now_ms()), hook.scope or "test"
+    )
+    [delivery] = await store.list_deliveries(db=db, webhook_id=webhook_id, limit=1)
+    return delivery_out(delivery)
 
 
 @get("/api/v1/webhooks/deliveries", guards=[require_admin], tags=["budgets"])

@@ -27,7 +27,7 @@ from app.budgets.verdict import Verdict
 
 Band = Literal["warn", "fail"]
 State = Literal["ok", "failing", "recovered"]
-EventKind = Literal["failing", "recovered", "still-failing"]
+EventKind = Literal["failing", "recovered", "still-failing", "test"]  # test: a webhook check by hand
 BANDS: tuple[Band, ...] = ("warn", "fail")
 
 

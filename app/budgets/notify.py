@@ -23,13 +23,15 @@ import httpx
 
 from app.budgets import store
 from app.budgets.alerts import AlertEvent
+from app.budgets.verdict import Verdict
 from app.db import Database
 from app.models import Webhook, WebhookDelivery
 from app.observability import Metrics
 
 log = logging.getLogger("fieldlab.notify")
 
-_EMOJI = {"failing": ":red_circle:", "still-failing": ":red_circle:", "recovered": ":large_green_circle:"}
+_EMOJI = {"failing": ":red_circle:", "still-failing": ":red_circle:", "recovered": ":large_green_circle:",
+          "test": ":bell:"}  # fmt: skip
 
 
 def duration(ms: int) -> str:
@@ -62,6 +64,8 @@ def _value(value: float | None, unit: str) -> str:
 def describe(event: AlertEvent) -> str:
     """One line for people, the same in every format."""
     v = event.verdict
+    if event.kind == "test":
+        return f"TEST {v.name}: {v.detail}"
     level = "FAIL" if event.band == "fail" else "WARN"
     numbers = f"{_value(v.actual, v.unit)} (limit {_value(v.limit, v.unit)}"
     numbers += f", {v.samples:,} samples)" if v.samples is not None else ")"
@@ -114,10 +118,19 @@ def payload_for(fmt: str, event: AlertEvent, scope: str) -> dict[str, Any]:
     return slack_payload(event, scope) if fmt == "slack" else generic_payload(event, scope)
 
 
+def test_event(hook_name: str, now_ms: int) -> AlertEvent:
+    """What "send a test" delivers: the webhook's own format, logged like any notification."""
+    detail = f"webhook {hook_name!r} reaches this channel; fieldlab's alerts for it will arrive here"
+    verdict = Verdict("test", "fieldlab test notification", "pass", None, None, None, detail=detail)
+    return AlertEvent(kind="test", band="warn", verdict=verdict, at_ms=now_ms, failing_since_ms=None)
+
+
 class Notifier(Protocol):
     async def send(self, delivery_ids: Sequence[int]) -> None: ...
 
     async def resend_stale(self, *, now_ms: int) -> int: ...
+
+    async def deliver(self, hook: Webhook, event: AlertEvent, scope: str) -> str | None: ...
 
     async def close(self) -> None: ...
 

@@ -344,6 +344,11 @@ async def create_webhook(
     return hook
 
 
+async def get_webhook(*, db: Database, webhook_id: int) -> Webhook | None:
+    async with db.read() as session:
+        return await session.get(Webhook, webhook_id)
+
+
 async def list_webhooks(
     *, db: Database, scope: str | None = None, enabled_only: bool = False
 ) -> list[Webhook]:

@@ -424,3 +424,30 @@ async def test_who_may_store_and_read_budget_status(client: Client, db: Database
         assert r.json()["detail"] == "scope 'self' (fieldlab's own health) needs an admin token"
     r = await client.get("/api/v1/alerts", params={"scope": scopes["gate"]}, headers=bearer["read-a"])
     assert r.status_code == 403
+
+
+async def test_a_test_notification_arrives_in_the_webhooks_format_and_is_logged(
+    client: Client, receiver: Receiver
+) -> None:
+    generic = await add_hook(client, f"{receiver.url}/generic", name="ops", secret="s3cret", scope="site:1")
+    slack = await add_hook(client, f"{receiver.url}/slack", format="slack", name="team")
+    sent = await client.post(f"/api/v1/webhooks/{generic['id']}/test")
+    assert sent.status_code == 200, sent.text
+    logged = sent.json()
+    assert (logged["status"], logged["http_status"], logged["event"], logged["scope"]) == (
+        "delivered", 200, "test", "site:1"
+    )  # fmt: skip
+    [got] = receiver.on("/generic")
+    body = got.json()
+    assert (body["event"], body["budget"]["id"]) == ("test", "test")
+    assert body["text"].startswith("TEST fieldlab test notification: webhook 'ops' reaches this channel")
+    expected = hmac.new(b"s3cret", got.body, hashlib.sha256).hexdigest()
+    assert got.headers["x-fieldlab-signature"] == f"sha256={expected}"
+
+    receiver.script.extend([404])  # a wrong Slack URL: final, reported, logged
+    failed = (await client.post(f"/api/v1/webhooks/{slack['id']}/test")).json()
+    assert (failed["status"], failed["http_status"], failed["attempts"]) == ("failed", 404, 1)
+    assert receiver.on("/slack")[0].json()["text"].startswith(":bell: TEST fieldlab test notification")
+    log = (await client.get("/api/v1/webhooks/deliveries")).json()
+    assert [d["event"] for d in log] == ["test", "test"]
+    assert (await client.post("/api/v1/webhooks/999/test")).status_code == 404
