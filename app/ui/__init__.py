@@ -26,6 +26,7 @@ from app.ui import (
     signin,
     site_settings,
     tokens,
+    webhooks,
 )
 from app.ui import logs as log_pages
 from app.ui.static import ui_asset
@@ -69,6 +70,9 @@ def router(settings: Settings) -> Router:
             checks.run_detail,
             checks.run_artifact,
             budgets.budgets,
+            webhooks.add_webhook,
+            webhooks.test_webhook,
+            webhooks.delete_webhook,
             health.health,
             tokens.tokens,
             tokens.add_token,

@@ -30,7 +30,18 @@ async def budgets(
     budget_scope: str | None = Parameter(query="scope", default=None),
     budget: str | None = None,
 ) -> Template:
-    scope = budget_scope
+    return await budgets_page(request, budget_scope, budget)
+
+
+async def budgets_page(
+    request: Request[Any, Any, Any],
+    scope: str | None,
+    budget: str | None,
+    *,
+    status_code: int = 200,
+    **context: Any,
+) -> Template:
+    """``context``: the add-a-webhook form's values and error when it is shown again."""
     db = services(request).db
     principal = principal_of(request)
     states = await store.visible_states(db=db, principal=principal, states=await store.alert_states(db=db))
@@ -42,12 +53,16 @@ async def budgets(
             raise PermissionDeniedException(f"scope {scope!r}: not one this sign-in may see")
         history = await store.status_history(db=db, scope=scope, budget_id=budget, limit=200)
         chosen = next((a for a in states if a.scope == scope and a.budget_id == budget), None)
-    deliveries = await store.list_deliveries(db=db, limit=100) if principal.scope == "admin" else []
+    admin = principal.scope == "admin"
+    deliveries = await store.list_deliveries(db=db, limit=100) if admin else []
+    hooks = await store.list_webhooks(db=db) if admin else []
     actuals = [h.actual for h in reversed(history) if h.actual is not None]
     labels = await scope_labels(db)
     latest = await store.latest_verdicts(db=db, states=states)
-    return await page(request, "budgets.html", states=states, latest=latest, history=history, chosen=chosen,
-                      scope=scope, budget=budget, deliveries=deliveries, actuals=actuals, labels=labels)  # fmt: skip
+    context.setdefault("form", {"format": "slack"})
+    return await page(request, "budgets.html", status_code=status_code, states=states, latest=latest,
+                      history=history, chosen=chosen, scope=scope, budget=budget, deliveries=deliveries,
+                      actuals=actuals, labels=labels, hooks=hooks, **context)  # fmt: skip
 
 
 async def scope_labels(db: Database) -> dict[str, str]:

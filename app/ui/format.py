@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.field.stats import THRESHOLDS, rating
 from app.sketch import ALPHA
@@ -161,6 +162,17 @@ def sort_groups(rows: list[dict[str, Any]], key: str, descending: bool) -> list[
     return sorted(rows, key=worst_score, reverse=descending)
 
 
+def url_host(url: str) -> str:
+    """A webhook URL as the page shows it: scheme and host. The path of a Slack (or similar)
+    incoming webhook is its secret, and a dashboard is looked at over shoulders."""
+    parts = urlsplit(url)
+    return (
+        f"{parts.scheme}://{parts.netloc}/…"
+        if parts.path not in ("", "/")
+        else f"{parts.scheme}://{parts.netloc}/"
+    )
+
+
 def register(env: Any) -> None:
     """Jinja filters and globals (TemplateConfig's engine callback)."""
     env.filters["vital"] = lambda v, metric: value(metric, v)
@@ -174,6 +186,7 @@ def register(env: Any) -> None:
     env.globals["status_class"] = lambda status: STATUS_CLASS.get(status, "none")
     env.filters["duration"] = duration
     env.filters["size"] = size
+    env.filters["url_host"] = url_host
     env.globals["amount"] = amount
     env.globals["change"] = change
     env.globals["lighthouse_metric"] = lighthouse_metric

@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import hmac
 import itertools
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -35,13 +34,6 @@ def settings(settings: Settings) -> Settings:
     return replace(
         settings, alert_k=2, alert_n=3, webhook_retries=3, webhook_backoff_s=0.05, webhook_timeout_s=5.0
     )
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 def verdict_body(status: Status, actual: float) -> dict[str, Any]:

@@ -5,7 +5,6 @@ webhooks told about state changes."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -55,13 +54,6 @@ def settings(settings: Settings, budgets_file: Path, tmp_path: Path) -> Settings
         data_dir=str(tmp_path / "data"),
         flows_dir=str(tmp_path),
     )
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 async def insert_lcp(db: Database, site_id: int, values: Any, *, group: str = "/p/:id") -> None:

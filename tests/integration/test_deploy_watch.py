@@ -4,7 +4,7 @@ or deployed before the watch period, send nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,13 +30,6 @@ HOUR = 3_600_000
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return replace(settings, alert_k=2, alert_n=3, deploy_watch_h=48, webhook_backoff_s=0.05)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

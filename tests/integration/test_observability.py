@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -71,13 +70,6 @@ def page_view(n: int) -> bytes:
 @pytest.fixture
 def settings(settings: Settings, tmp_path: Path) -> Settings:
     return replace(settings, alert_k=1, alert_n=1, data_dir=str(tmp_path / "data"), webhook_backoff_s=0.01)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 async def scrape(client: Client) -> str:
