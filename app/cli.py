@@ -200,9 +200,7 @@ def sites_add(
     except (site_data.InvalidInput, site_data.Conflict) as exc:
         raise _fail(str(exc)) from None
     if as_json:
-        out.print_json(
-            json.dumps({"id": site.id, "name": site.name, "key": site.key, "origins": site.origins})
-        )
+        out.print_json(json.dumps(_site_json(site)))
         return
     out.print(f"site [bold]{site.name}[/bold] id={site.id} key=[bold]{site.key}[/bold]")
     out.print(
@@ -356,9 +354,7 @@ def sites_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
     rows = _with_db(_settings(), lambda db: site_data.list_sites(db=db))
     if as_json:
-        out.print_json(
-            json.dumps([{"id": s.id, "name": s.name, "key": s.key, "origins": s.origins} for s in rows])
-        )
+        out.print_json(json.dumps([_site_json(s) for s in rows]))
         return
     table = Table("id", "name", "key", "origins", "page groups")
     for s in rows:
