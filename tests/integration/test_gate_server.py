@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ADMIN, LiveServer
 from gate_site import session_lhrs
 from typer.testing import CliRunner
 
 from app import cli
+from tests.conftest import ADMIN, LiveServer
 
 pytestmark = pytest.mark.slow
 
