@@ -312,12 +312,6 @@ class GroupCommitWriter:
                 for p in batch:
                     await self._commit([p])
                 return
-            if len(batch) == 1 and isinstance(exc, IntegrityError):
-                # One beacon the schema refuses: in practice one for a site deleted while this
-                # worker's site cache still held it (answered 403). Not a database fault.
-                log.warning("a beacon was refused by a constraint (its site deleted?): %s", str(exc)[:200])
-                batch[0].done.set_exception(exc)
-                return
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             self._metrics.writer_errors.inc()
             log.error("writer batch of %d beacons failed: %s", len(batch), self.last_error)
