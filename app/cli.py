@@ -209,11 +209,9 @@ def sites_add(
 
 
 def _rules(page_group: list[str] | None) -> list[dict[str, str]]:
-    rules = []
-    for rule in page_group or []:
-        pattern, _, group = rule.partition("=")
-        rules.append({"pattern": pattern, "group": group or pattern})
-    return rules
+    from app.sites import parse_rule
+
+    return [parse_rule(rule) for rule in page_group or []]
 
 
 @sites_app.command("update")

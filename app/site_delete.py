@@ -41,6 +41,11 @@ COUNTED = ("measurement", "js_error", "log_event", "rollup", "deploy_marker", "c
            "webhook_delivery", "alert_state", "webhook", "synthetic_check", "api_token")  # fmt: skip
 
 
+async def _check_ids(conn: Any, site_id: int) -> list[int]:
+    checks = table(Check)
+    return [row[0] for row in await conn.execute(sa.select(checks.c.id).where(checks.c.site_id == site_id))]
+
+
 def _owned(site_id: int, check_ids: list[int], scopes: list[str]) -> list[tuple[sa.Table, list[Any]]]:
     """Each table with an ``id`` key and what selects this site's rows in it."""
     owned: list[tuple[sa.Table, list[Any]]] = [
@@ -64,10 +69,7 @@ async def delete_site(*, db: Database, site_id: int) -> dict[str, Any] | None:
         ).first()
         if site is None:
             return None
-        check_ids = [
-            row[0]
-            for row in await conn.execute(sa.select(checks_t.c.id).where(checks_t.c.site_id == site_id))
-        ]
+        check_ids = await _check_ids(conn, site_id)
     scopes = [f"site:{site_id}", *(f"check:{c}" for c in check_ids)]
     deleted = dict.fromkeys(COUNTED, 0)
     for t, where in _owned(site_id, check_ids, scopes):
@@ -98,12 +100,8 @@ async def delete_site(*, db: Database, site_id: int) -> dict[str, Any] | None:
 
 async def site_contents(*, db: Database, site_id: int) -> dict[str, int]:
     """How many rows of each kind ``delete_site`` would remove (for a confirmation prompt)."""
-    checks_t = table(Check)
     async with db.read_engine.connect() as conn:
-        check_ids = [
-            row[0]
-            for row in await conn.execute(sa.select(checks_t.c.id).where(checks_t.c.site_id == site_id))
-        ]
+        check_ids = await _check_ids(conn, site_id)
         scopes = [f"site:{site_id}", *(f"check:{c}" for c in check_ids)]
         counts = {"synthetic_check": len(check_ids)}
         for t, where in _owned(site_id, check_ids, scopes):

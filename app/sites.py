@@ -50,6 +50,14 @@ def normalise_origin(origin: str) -> str:
     return f"{parts.scheme}://{parts.hostname.lower()}{port}"
 
 
+def parse_rule(text: str) -> dict[str, str]:
+    """A page-group rule as people type it: ``PATTERN`` or ``PATTERN=GROUP`` (the CLI's
+    ``--page-group``, a line of the dashboard's rules box); the group defaults to the pattern."""
+    pattern, _, group = text.partition("=")
+    pattern = pattern.strip()
+    return {"pattern": pattern, "group": group.strip() or pattern}
+
+
 def _check_page_groups(rules: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     checked = []
     for i, rule in enumerate(rules):

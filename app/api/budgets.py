@@ -15,7 +15,6 @@ from app import checks as check_data
 from app import sites
 from app.api.deps import principal_of, require_admin, require_read, services
 from app.budgets import compare, store
-from app.budgets.notify import test_event
 from app.budgets.regress import Thresholds
 from app.budgets.service import BudgetService
 from app.budgets.verdict import Status, Verdict
@@ -415,9 +414,7 @@ async def test_webhook(request: Request[Any, Any, Any], webhook_id: int) -> dict
     hook = await store.get_webhook(db=db, webhook_id=webhook_id)
     if hook is None:
         raise NotFoundException(f"no webhook with id {webhook_id}")
-    await budget_service(request).notifier.deliver(
-        hook, test_event(hook.name, now_ms()), hook.scope or "test"
-    )
+    await budget_service(request).send_test(hook)
     [delivery] = await store.list_deliveries(db=db, webhook_id=webhook_id, limit=1)
     return delivery_out(delivery)
 

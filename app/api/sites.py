@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException, NotFoundException, PermissionDeni
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app import site_delete, sites
-from app.api.deps import principal_of, require_admin, require_read, services
+from app.api.deps import Services, principal_of, require_admin, require_read, services
 from app.models import Site
 
 
@@ -169,10 +169,16 @@ async def delete_site(request: Request[Any, Any, Any], site_id: int) -> dict[str
     gone = await site_delete.delete_site(db=svc.db, site_id=site_id)
     if gone is None:
         raise NotFoundException(f"no site with id {site_id}")
-    svc.sites.forget(gone["key"])
+    await after_site_deleted(svc, site_id, gone["key"])
+    return gone
+
+
+async def after_site_deleted(svc: Services, site_id: int, key: str) -> None:
+    """What this process holds of a deleted site: its cached key and query answers, its checks'
+    schedules (other workers drop the key within the site cache's TTL)."""
+    svc.sites.forget(key)
     await svc.cache.bump([site_id])
     await svc.scheduler.sync()
-    return gone
 
 
 @post("/api/v1/tokens", guards=[require_admin], status_code=HTTP_201_CREATED, tags=["tokens"])

@@ -18,13 +18,13 @@ from typing import Protocol
 
 from app.budgets import store
 from app.budgets.alerts import AlertEvent, AlertPolicy
-from app.budgets.notify import Notifier, payload_for
+from app.budgets.notify import Notifier, payload_for, test_event
 from app.budgets.regress import Thresholds
 from app.budgets.verdict import Verdict
 from app.budgets.watch import deploy_verdicts
 from app.config import Settings
 from app.db import Database, now_ms
-from app.models import Check, CheckRun, Site
+from app.models import Check, CheckRun, Site, Webhook
 from app.sites import list_sites
 
 log = logging.getLogger("fieldlab.budgets")
@@ -87,6 +87,10 @@ class BudgetService:
         else:
             await self.notifier.send(recorded.deliveries)
         return recorded.events
+
+    async def send_test(self, hook: Webhook) -> None:
+        """A test notification to one webhook, through the normal delivery path (and log)."""
+        await self.notifier.deliver(hook, test_event(hook.name, now_ms()), hook.scope or "test")
 
     async def periodic(self) -> None:
         """The ``budgets`` job: send notifications a stopped process left pending, judge every

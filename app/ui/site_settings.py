@@ -11,8 +11,9 @@ from litestar.response import Redirect, Template
 
 from app import site_delete
 from app.api.deps import services
+from app.api.sites import after_site_deleted
 from app.models import Site
-from app.sites import Conflict, InvalidInput, update_site
+from app.sites import Conflict, InvalidInput, parse_rule, update_site
 from app.ui.auth import require_admin_session
 from app.ui.context import readable_site, unconfirmed
 from app.ui.pages import site_page
@@ -24,12 +25,7 @@ def _words(text: str) -> list[str]:
 
 def parse_rules(text: str) -> list[dict[str, str]]:
     """One rule a line: ``PATTERN`` or ``PATTERN = GROUP`` (blank lines skipped)."""
-    rules = []
-    for line in text.splitlines():
-        pattern, _, group = line.partition("=")
-        if pattern.strip():
-            rules.append({"pattern": pattern.strip(), "group": group.strip() or pattern.strip()})
-    return rules
+    return [parse_rule(line) for line in text.splitlines() if line.partition("=")[0].strip()]
 
 
 def _form_of(site: Site) -> dict[str, str]:
@@ -78,7 +74,5 @@ async def delete_site(request: Request[Any, Any, Any], site_id: int) -> Template
         return await _render(request, site, delete_error=why, status_code=400)
     svc = services(request)
     await site_delete.delete_site(db=svc.db, site_id=site_id)
-    svc.sites.forget(site.key)
-    await svc.cache.bump([site_id])
-    await svc.scheduler.sync()
+    await after_site_deleted(svc, site_id, site.key)
     return Redirect("/ui/", status_code=303)

@@ -9,11 +9,9 @@ from litestar import Request, post
 from litestar.exceptions import NotFoundException
 from litestar.response import Redirect, Template
 
+from app.api.budgets import budget_service
 from app.api.deps import services
 from app.budgets import store
-from app.budgets.notify import test_event
-from app.budgets.service import BudgetService
-from app.db import now_ms
 from app.sites import InvalidInput
 from app.ui.auth import require_admin_session
 from app.ui.budgets import budgets_page
@@ -45,8 +43,7 @@ async def test_webhook(request: Request[Any, Any, Any], webhook_id: int) -> Redi
     hook = await store.get_webhook(db=services(request).db, webhook_id=webhook_id)
     if hook is None:
         raise NotFoundException(f"no webhook with id {webhook_id}")
-    budgets: BudgetService = request.app.state.budgets
-    await budgets.notifier.deliver(hook, test_event(hook.name, now_ms()), hook.scope or "test")
+    await budget_service(request).send_test(hook)
     return Redirect("/ui/budgets#deliveries", status_code=303)
 
 
