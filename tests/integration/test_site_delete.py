@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -17,6 +18,7 @@ from app import checks as check_data
 from app.config import Settings
 from app.db import Database
 from app.models import Webhook, WebhookDelivery, table
+from app.run_retention import run_dir
 from app.server import create_app
 from app.site_delete import COUNTED, delete_site, site_contents
 from tests.conftest import ADMIN, beacon_headers, make_site, make_token
@@ -52,6 +54,8 @@ async def populate(client: Client, db: Database, name: str) -> dict[str, Any]:
     await check_data.finish_run(
         db=db, run_id=run_row.id, status="passed", result={"status": "passed", "steps": []}
     )
+    run_dir(db.settings.data_dir, run_row.id).mkdir(parents=True)
+    (run_dir(db.settings.data_dir, run_row.id) / "step-01-home.jpg").write_bytes(b"jpeg")
     for scope in (f"site:{sid}", f"check:{check.id}"):
         verdict = {"budget_id": "b", "name": "b", "status": "pass", "actual": 1.0, "limit": 2.0, "unit": "ms"}
         r = await client.post("/api/v1/budget-status", json={"scope": scope, "verdicts": [verdict]})
@@ -67,7 +71,7 @@ async def populate(client: Client, db: Database, name: str) -> dict[str, Any]:
     token = await make_token(client, "read", sid)
     for job in ("rollups", "search-index"):
         assert (await client.post(f"/api/v1/admin/jobs/{job}/run")).status_code == 200
-    return {**site, "check_id": check.id, "token": token}
+    return {**site, "check_id": check.id, "run_id": run_row.id, "token": token}
 
 
 async def owned(db: Database, site: dict[str, Any]) -> dict[str, int]:
@@ -103,6 +107,8 @@ async def test_delete_takes_everything_of_the_site_and_nothing_else(settings: Se
 
         assert await owned(db, shop) == dict.fromkeys(before_shop, 0)
         assert await owned(db, blog) == before_blog
+        assert not run_dir(settings.data_dir, shop["run_id"]).exists()  # its screenshots too, at once
+        assert run_dir(settings.data_dir, blog["run_id"]).is_dir()
         assert (await client.get(f"/api/v1/sites/{shop['id']}")).status_code == 404
         assert (await client.get(f"/api/v1/checks/{shop['check_id']}")).status_code == 404
         assert (await client.get(f"/api/v1/checks/{blog['check_id']}")).status_code == 200
@@ -135,8 +141,12 @@ async def test_cli_delete_asks_or_needs_yes(settings: Settings, database_url: st
     missing = run(database_url, "sites", "delete", "nope", "--yes")
     assert (missing.returncode, "no site 'nope'" in missing.stderr) == (2, True)
 
-    done = run(database_url, "sites", "delete", "shop", "--yes", "--json")
+    assert run_dir(settings.data_dir, shop["run_id"]).is_dir()
+    done = run(
+        database_url, "sites", "delete", "shop", "--yes", "--json", FIELDLAB_DATA_DIR=settings.data_dir
+    )
     assert done.returncode == 0, done.stderr
+    assert not run_dir(settings.data_dir, shop["run_id"]).exists()
     assert json.loads(done.stdout)["deleted"]["measurement"] == 41  # 40 rows and the beacon's TTFB
     assert "FIELDLAB_SITE_CACHE_TTL_S" in done.stderr
     assert all(n == 0 for n in (await owned(db, shop)).values())
@@ -145,10 +155,13 @@ async def test_cli_delete_asks_or_needs_yes(settings: Settings, database_url: st
     await db.dispose()
 
 
-async def test_a_worker_that_missed_the_deletion_refuses_the_sites_beacons(settings: Settings) -> None:
+async def test_a_worker_that_missed_the_deletion_refuses_the_sites_beacons(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     """Another worker deleted the site; this one still has it in its site cache (60 s here).
     Its beacon cannot be stored (the site row is gone): 403 unknown site, not a 503, and the
-    cache entry is dropped so the next beacon is refused without trying."""
+    cache entry is dropped so the next beacon is refused without trying. Not a database fault:
+    no ERROR line and no writer error (the self-alerts watch that count)."""
     settings = replace(settings, site_cache_ttl_s=60.0, scheduler=False)
     db = Database(settings)
     async with AsyncTestClient(app=create_app(settings), base_url="http://127.0.0.1:8000") as client:
@@ -167,4 +180,7 @@ async def test_a_worker_that_missed_the_deletion_refuses_the_sites_beacons(setti
             assert (r.status_code, r.json()["detail"]) == (403, "unknown site key"), pv
         async with db.read_engine.connect() as conn:
             assert (await conn.execute(sa.text("SELECT count(*) FROM measurement"))).scalar_one() == 0
+        metrics = (await client.get("/metrics")).text
+        assert "fieldlab_writer_errors_total 0.0" in metrics
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
     await db.dispose()

@@ -284,19 +284,62 @@ async def test_duplicate_keys_in_one_batch_keep_the_last_value(db: Database) -> 
         await writer.stop()
 
 
+async def refuse_inserts(db: Database, pageview: str) -> None:
+    """Make the database itself fail (not a constraint) on the given page view's rows: a trigger
+    that raises on PostgreSQL, one that fails a function on SQLite."""
+    async with db.write_engine.begin() as conn:
+        if db.settings.is_sqlite:
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON measurement "
+                f"WHEN NEW.pageview_id = '{pageview}' BEGIN SELECT json('refused by the test'); END"
+            )
+        else:
+            await conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+            )
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON measurement FOR EACH ROW "
+                f"WHEN (NEW.pageview_id = '{pageview}') EXECUTE FUNCTION refuse()"
+            )
+
+
 async def test_a_failed_batch_fails_its_futures_and_the_writer_goes_on(db: Database) -> None:
     site = await create_site(db=db, name="shop", origins=["https://shop.example"])
     assert site.id is not None
+    await refuse_inserts(db, "pv-refused")
     metrics = Metrics()
     writer = GroupCommitWriter(db, metrics, queue_max=100, batch_max_rows=500, batch_max_wait_s=0)
     writer.start()
     try:
-        bad = writer.submit(beacon(site.id + 999, "pv-orphan"))  # no such site: foreign key
-        with pytest.raises(sa.exc.IntegrityError, match=r"(?i)foreign key"):
+        bad = writer.submit(beacon(site.id, "pv-refused"))
+        with pytest.raises(sa.exc.DBAPIError, match=r"malformed JSON|refused by the test"):
             await asyncio.wait_for(bad, 30)
         assert writer.last_error is not None
         assert sample(metrics, "fieldlab_writer_errors_total") == 1
         await asyncio.wait_for(writer.submit(beacon(site.id, "pv-ok")), 30)
+        assert writer.last_error is None
+        assert writer.healthy
+        assert await stored(db) == {("pv-ok", "LCP"): 1000.0}
+    finally:
+        await writer.stop()
+
+
+async def test_a_beacon_the_schema_refuses_fails_alone_and_is_no_writer_error(db: Database) -> None:
+    """A beacon for a site that is gone (deleted while a worker's cache held it) fails its own
+    future; its batch neighbours are stored, and the database is not reported as failing."""
+    site = await create_site(db=db, name="shop", origins=["https://shop.example"])
+    assert site.id is not None
+    metrics = Metrics()
+    writer = GroupCommitWriter(db, metrics, queue_max=100, batch_max_rows=500, batch_max_wait_s=0.05)
+    writer.start()
+    try:
+        good = writer.submit(beacon(site.id, "pv-ok"))
+        orphan = writer.submit(beacon(site.id + 999, "pv-orphan"))  # no such site: foreign key
+        with pytest.raises(sa.exc.IntegrityError, match=r"(?i)foreign key"):
+            await asyncio.wait_for(orphan, 30)
+        await asyncio.wait_for(good, 30)
+        assert sample(metrics, "fieldlab_writer_errors_total") == 0
         assert writer.last_error is None
         assert writer.healthy
         assert await stored(db) == {("pv-ok", "LCP"): 1000.0}
