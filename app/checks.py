@@ -190,9 +190,14 @@ async def upsert_check(
 
 
 async def delete_check(*, db: Database, check_id: int) -> bool:
+    """Delete the check, its runs and their artifacts on disk; False if there is no such check."""
+    from app.run_retention import remove_run_dirs, run_ids_of_checks
+
     async with db.write_conn() as conn:
+        run_ids = await run_ids_of_checks(conn, [check_id])
         await conn.execute(sa.delete(table(CheckRun)).where(table(CheckRun).c.check_id == check_id))
         result = await conn.execute(sa.delete(table(Check)).where(table(Check).c.id == check_id))
+    await remove_run_dirs(db.settings.data_dir, run_ids)
     return bool(result.rowcount)
 
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -28,6 +29,27 @@ CHUNK = 1000
 def run_dir(data_dir: str | Path, run_id: int) -> Path:
     """Where a run's artifacts are kept (the scheduler writes them there)."""
     return Path(data_dir) / "artifacts" / str(run_id)
+
+
+async def run_ids_of_checks(conn: Any, check_ids: list[int]) -> list[int]:
+    runs = table(CheckRun)
+    return [row[0] for row in await conn.execute(sa.select(runs.c.id).where(runs.c.check_id.in_(check_ids)))]
+
+
+async def remove_run_dirs(data_dir: str | Path, run_ids: list[int]) -> int:
+    """Remove deleted runs' artifact directories now (a deleted check's screenshots and traces
+    should not wait for the next retention run); returns how many there were."""
+
+    def remove() -> int:
+        removed = 0
+        for run_id in run_ids:
+            path = run_dir(data_dir, run_id)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
+
+    return await asyncio.to_thread(remove) if run_ids else 0
 
 
 def expired_message(run_id: int, artifact_days: int) -> str:

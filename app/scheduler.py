@@ -33,6 +33,7 @@ from app.config import Settings
 from app.db import Database
 from app.models import Check, CheckRun
 from app.observability import Metrics
+from app.run_retention import remove_run_dirs
 
 log = logging.getLogger("fieldlab.scheduler")
 
@@ -197,10 +198,10 @@ class CheckScheduler:
             if not await check_data.finish_run(
                 db=self.db, run_id=run.id, status=status, result=result, error=error
             ):
-                # Its artifacts go with the next retention run (a directory without a run).
                 log.info(
                     "check %s was deleted while it ran (run %d); its result is dropped", check.name, run.id
                 )
+                await remove_run_dirs(self.settings.data_dir, [run.id])
                 return run
             log.info("check %s run %d: %s", check.name, run.id, status)
             if self.on_run is not None and (stored := await check_data.get_run(db=self.db, run_id=run.id)):

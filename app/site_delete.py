@@ -1,14 +1,14 @@
 """Deleting a site and everything that is its: field data, JS errors and log events, rollups,
 deploy markers, its checks with their runs, the budget history and alert states of its scopes
 (``site:ID``, ``check:ID``), webhooks limited to those scopes with their deliveries, and tokens
-limited to the site. Nothing of it may outlive the site: SQLite reuses the highest id, so a
-leftover row could turn up under the next site created.
+limited to the site. Nothing of it may outlive the site (ids are not reused since migration
+0007, but a leftover row would still be data nobody can reach or delete).
 
 The bulk tables are emptied in chunks first (SQLite's write lock is shared with beacon ingest),
 then the rest and the site row go in one transaction, which also takes any rows another worker
 stored meanwhile (its site cache may still accept the site's beacons for
-FIELDLAB_SITE_CACHE_TTL_S). Run artifacts on disk go with the next retention run
-(app/run_retention.py removes directories of runs that no longer exist).
+FIELDLAB_SITE_CACHE_TTL_S). Its runs' artifacts on disk go last (those of a run that started
+during the deletion go with the next retention run, app/run_retention.py).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from app.models import (
     WebhookDelivery,
     table,
 )
+from app.run_retention import remove_run_dirs, run_ids_of_checks
 
 # What the answer counts, in the order things are deleted.
 COUNTED = ("measurement", "js_error", "log_event", "rollup", "deploy_marker", "check_run", "budget_status",
@@ -70,6 +71,7 @@ async def delete_site(*, db: Database, site_id: int) -> dict[str, Any] | None:
         if site is None:
             return None
         check_ids = await _check_ids(conn, site_id)
+        run_ids = await run_ids_of_checks(conn, check_ids)
     scopes = [f"site:{site_id}", *(f"check:{c}" for c in check_ids)]
     deleted = dict.fromkeys(COUNTED, 0)
     for t, where in _owned(site_id, check_ids, scopes):
@@ -95,6 +97,7 @@ async def delete_site(*, db: Database, site_id: int) -> dict[str, Any] | None:
             if t.name in deleted:
                 deleted[t.name] += rows
         await conn.execute(sa.delete(site_t).where(site_t.c.id == site_id))
+    await remove_run_dirs(db.settings.data_dir, run_ids)
     return {"id": site_id, "name": site.name, "key": site.key, "deleted": deleted}
 
 

@@ -117,10 +117,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
         admin_token=ADMIN,
+        data_dir=str(tmp_path / "data"),  # artifacts, UI secret: never the checkout's own data/
         static_dir=str(ROOT / "static"),
         site_cache_ttl_s=0.0,
         # Tests send bursts from one address; the rate-limit test sets its own small limits.
@@ -201,6 +202,13 @@ class LiveServer:
             FIELDLAB_RATE_LIMIT_PER_SITE="100000",
             FIELDLAB_RATE_LIMIT_API_PER_IP="100000",
             FIELDLAB_DEMO="1" if self.settings.demo else "0",
+            # The server's own files (UI secret, sessions, artifacts) beside its log, never in the
+            # checkout's data/ that `make run` uses, unless the test gave a directory.
+            FIELDLAB_DATA_DIR=(
+                self.settings.data_dir
+                if os.path.isabs(self.settings.data_dir)
+                else str(self.log_path.parent / "data")
+            ),
         )
         env.update(self.extra_env)
         return env

@@ -36,7 +36,7 @@ def month_server(sqlite_template: Path, tmp_path: Path) -> Iterator[tuple[LiveSe
     path = tmp_path / "fieldlab.db"
     shutil.copy(sqlite_template, path)
     settings = Settings(database_url=f"sqlite+aiosqlite:///{path}", admin_token=ADMIN,
-                        static_dir=str(ROOT / "static"), site_cache_ttl_s=0.0)  # fmt: skip
+                        static_dir=str(ROOT / "static"), site_cache_ttl_s=0.0, data_dir=str(tmp_path / "data"))  # fmt: skip
 
     async def prepare() -> int:
         db = Database(settings)

@@ -52,7 +52,7 @@ async def test_old_runs_and_artifacts_go_and_the_run_says_so(settings: Settings,
         session.add(check)
     assert check.id is not None
     runs = {age: await add_run(db, data_dir, check.id, age) for age in (500, 100, 29)}
-    (data_dir / "artifacts" / "987654").mkdir()  # a run deleted with its check
+    (data_dir / "artifacts" / "987654").mkdir()  # a run gone (started while its check was deleted)
     (data_dir / "artifacts" / "notes").mkdir()  # not a run's: left alone
 
     from litestar.testing import AsyncTestClient
@@ -93,6 +93,28 @@ async def test_old_runs_and_artifacts_go_and_the_run_says_so(settings: Settings,
         # Nothing more to do the second time.
         assert (await client.post("/api/v1/admin/jobs/retention/run")).status_code == 200
         assert {p.name for p in (data_dir / "artifacts").iterdir()} == {str(runs[29]), "notes"}
+    await db.dispose()
+
+
+async def test_deleting_a_check_removes_its_runs_artifacts_at_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    db = Database(replace(settings, data_dir=str(data_dir)))
+    ids = []
+    for name in ("home", "search"):
+        async with db.write() as session:
+            check = check_data.Check(name=name, kind="flow", target="https://shop.example", interval_s=300,
+                                     created_ms=0)  # fmt: skip
+            session.add(check)
+        assert check.id is not None
+        ids.append(check.id)
+    home = [await add_run(db, data_dir, ids[0], age) for age in (2, 1)]
+    search = await add_run(db, data_dir, ids[1], 1)
+    assert await check_data.delete_check(db=db, check_id=ids[0])
+    assert {p.name for p in (data_dir / "artifacts").iterdir()} == {str(search)}
+    assert [await check_data.get_run(db=db, run_id=r) for r in home] == [None, None]
+    assert await check_data.get_run(db=db, run_id=search) is not None
     await db.dispose()
 
 

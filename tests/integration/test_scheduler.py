@@ -159,5 +159,6 @@ async def test_a_check_deleted_while_it_runs_drops_the_result_quietly(
     assert run is not None
     assert await check_data.get_run(db=db, run_id=run.id or 0) is None
     assert seen == []  # no budgets judged, no alerts, for a check that no longer exists
+    assert not (tmp_path / "artifacts" / str(run.id)).exists()  # what it wrote went with it
     assert "deleted while it ran" in caplog.text
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
