@@ -13,10 +13,15 @@ from sqlmodel import Field, SQLModel
 JsonType = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 # BIGINT ids on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-assigned rowid.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Tables whose ids are referenced from outside their rows (scopes like "site:3" in budgets
+# files, marker and run ids in URLs, artifact directories): SQLite must not hand a deleted row's
+# id to the next one (migration 0007). PostgreSQL's sequences never do.
+NEVER_REUSED: dict[str, Any] = {"sqlite_autoincrement": True}
 
 
 class Site(SQLModel, table=True):
     __tablename__ = "site"
+    __table_args__ = NEVER_REUSED
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
@@ -31,6 +36,7 @@ class Site(SQLModel, table=True):
 
 class ApiToken(SQLModel, table=True):
     __tablename__ = "api_token"
+    __table_args__ = NEVER_REUSED
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200)
@@ -157,6 +163,7 @@ class Check(SQLModel, table=True):
     directory) or a Lighthouse audit of one URL, on a schedule."""
 
     __tablename__ = "synthetic_check"  # "check" is reserved in SQL
+    __table_args__ = NEVER_REUSED
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
@@ -180,7 +187,7 @@ class CheckRun(SQLModel, table=True):
     under FIELDLAB_DATA_DIR/artifacts/<run id>/."""
 
     __tablename__ = "check_run"
-    __table_args__ = (sa.Index("ix_check_run_check_started", "check_id", "started_ms"),)
+    __table_args__ = (sa.Index("ix_check_run_check_started", "check_id", "started_ms"), NEVER_REUSED)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     check_id: int = Field(foreign_key="synthetic_check.id")
@@ -197,7 +204,7 @@ class DeployMarker(SQLModel, table=True):
     """A deploy of a site: the line on charts and the start of a regression comparison."""
 
     __tablename__ = "deploy_marker"
-    __table_args__ = (sa.Index("ix_deploy_marker_site_ts", "site_id", "ts"),)
+    __table_args__ = (sa.Index("ix_deploy_marker_site_ts", "site_id", "ts"), NEVER_REUSED)
 
     id: int | None = Field(default=None, primary_key=True)
     site_id: int = Field(foreign_key="site.id")
@@ -251,6 +258,7 @@ class Webhook(SQLModel, table=True):
     """Where alert notifications go: generic JSON or a Slack-compatible incoming webhook."""
 
     __tablename__ = "webhook"
+    __table_args__ = NEVER_REUSED
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200)
