@@ -327,8 +327,7 @@ def sites_delete(
     if gone is None:
         raise _fail(f"site {site!r} was deleted meanwhile")
     err.print(
-        "running servers refuse its beacons within FIELDLAB_SITE_CACHE_TTL_S; "
-        "its runs' artifacts go with the next retention run",
+        "running servers refuse its beacons within FIELDLAB_SITE_CACHE_TTL_S",
         highlight=False,
     )
     if as_json:
@@ -499,6 +498,27 @@ def marker_list(
     except markercli.MarkerError as exc:
         raise _fail(str(exc)) from None
     markercli.show(rows, as_json=as_json, console=out)
+
+
+@marker_app.command("delete")
+def marker_delete(
+    marker_id: Annotated[int, typer.Argument(help="The marker's id (`fieldlab marker list`).")],
+    site: Annotated[str | None, _SITE] = None,
+    server: Annotated[str | None, _SERVER] = None,
+    token: Annotated[str, _TOKEN] = "",
+) -> None:
+    """Delete a marker recorded by mistake; comparisons with `latest` then start at the one
+    before it. Running servers see it within their query cache's TTL."""
+    from app.budgets import markercli
+
+    settings = Settings() if server else _settings()
+    try:
+        site_id = markercli.delete(
+            marker_id=marker_id, site=site, server=server, token=token, settings=settings
+        )
+    except markercli.MarkerError as exc:
+        raise _fail(str(exc)) from None
+    err.print(f"marker {marker_id} of site {site_id} deleted")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""`fieldlab marker add|list`: deploy markers from a CI job or a shell.
+"""`fieldlab marker add|list|delete`: deploy markers from a CI job or a shell.
 
 With ``--server URL --token T`` it talks to a running fieldlab over the API (what CI does);
 without, it writes to FIELDLAB_DATABASE_URL directly (an operator on the box).
@@ -160,6 +160,30 @@ def list_(
 
     local_rows: list[dict[str, Any]] = _local(settings, read)
     return local_rows
+
+
+def delete(*, marker_id: int, site: str | None, server: str | None, token: str, settings: Settings) -> int:
+    """Delete a marker recorded by mistake; returns the site id. MarkerError if there is none."""
+    if server:
+
+        def remove(client: httpx.Client) -> int:
+            site_id = _remote_site(client, site)
+            response = client.delete(f"/api/v1/sites/{site_id}/markers/{marker_id}")
+            if response.status_code != 204:
+                _answer(response)  # raises with the server's reason
+            return site_id
+
+        remote_id: int = _remote(server, token, remove)
+        return remote_id
+
+    async def remove_local(db: Database) -> int:
+        site_id = await _local_site(db, site)
+        if not await store.delete_marker(db=db, site_id=site_id, marker_id=marker_id):
+            raise MarkerError(f"site {site_id} has no marker with id {marker_id}")
+        return site_id
+
+    local_id: int = _local(settings, remove_local)
+    return local_id
 
 
 def show(rows: list[dict[str, Any]], *, as_json: bool, console: Console) -> None:

@@ -147,6 +147,18 @@ async def attribution(request: Request[Any, Any, Any], site_id: int) -> Template
 
 @get("/sites/{site_id:int}/compare", include_in_schema=False)
 async def compare(request: Request[Any, Any, Any], site_id: int, deploy: int | None = None) -> Template:
+    return await compare_page(request, site_id, deploy)
+
+
+async def compare_page(
+    request: Request[Any, Any, Any],
+    site_id: int,
+    deploy: int | None,
+    *,
+    status_code: int = 200,
+    **context: Any,
+) -> Template:
+    """The compare page, with its list of deploy markers (``context``: the marker form's state)."""
     site = await readable_site(request, site_id)
     view = data.parse_view(_params(request), now=data.now_ms())
     markers = await list_markers(db=services(request).db, site_id=site_id, limit=50)
@@ -156,5 +168,6 @@ async def compare(request: Request[Any, Any, Any], site_id: int, deploy: int | N
         if marker is None:
             raise HTTPException(status_code=400, detail=f"deploy: no deploy marker {deploy} for this site")
     got = await data.compare(services(request), site, view, pivot_ms=marker.ts if marker else None)
+    context.setdefault("marker_form", {})
     return await site_page(request, site_id, "compare.html", got=got, markers=markers, marker=marker,
-                            metrics=data.METRICS)  # fmt: skip
+                           metrics=data.METRICS, status_code=status_code, **context)  # fmt: skip

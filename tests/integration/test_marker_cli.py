@@ -1,4 +1,4 @@
-"""`fieldlab marker add|list` as operators and CI run them: a real subprocess, on the database
+"""`fieldlab marker add|list|delete` as operators and CI run them: a real subprocess, on the database
 directly and over a real server's API."""
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ def test_marker_cli_on_the_database(database_url: str) -> None:
     ]
     listed = json.loads(ok(database_url, "marker", "list", "--json").stdout)
     assert [m["commit"] for m in listed] == ["def5678", "abc1234"]
+
+    deleted = ok(database_url, "marker", "delete", str(listed[0]["id"]), "--site", "shop")
+    assert f"marker {listed[0]['id']} of site {site['id']} deleted" in deleted.stderr
+    assert query(database_url, "SELECT commit_sha FROM deploy_marker") == [("abc1234",)]
+    again = run(database_url, "marker", "delete", str(listed[0]["id"]))
+    assert (again.returncode, f"no marker with id {listed[0]['id']}" in again.stderr) == (2, True)
 
 
 def test_marker_cli_errors_exit_2_with_a_reason(database_url: str) -> None:
@@ -93,6 +99,17 @@ def test_marker_cli_against_a_server(live_server: LiveServer) -> None:
         f"{live_server.url}/api/v1/sites/{site['id']}/markers", headers={"authorization": f"Bearer {ADMIN}"}
     ).json()
     assert [m["commit"] for m in listed] == ["cafe123"]
+    remote = ["--site", "shop", "--server", live_server.url, "--token", ADMIN]
+    gone = run(None, "marker", "delete", "999", *remote)
+    assert (gone.returncode, "404" in gone.stderr, "no marker with id 999" in gone.stderr) == (2, True, True)
+    ok(None, "marker", "delete", str(listed[0]["id"]), *remote)
+    assert (
+        httpx.get(
+            f"{live_server.url}/api/v1/sites/{site['id']}/markers",
+            headers={"authorization": f"Bearer {ADMIN}"},
+        ).json()
+        == []
+    )
     denied = run(
         None,
         "marker",
