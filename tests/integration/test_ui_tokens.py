@@ -58,6 +58,24 @@ async def test_create_list_and_revoke(admin: Any) -> None:
     assert 'data-token="' not in (await client.get("/ui/tokens")).text
 
 
+async def test_reloading_the_answer_makes_no_second_token(admin: Any) -> None:
+    """The browser re-sends the form on a reload of the page that showed the new token."""
+    client, _, csrf = admin
+    [form_id] = re.findall(r'name="form_id" value="([^"]+)"', (await client.get("/ui/tokens")).text)
+    form = {"name": "ci", "scope": "deploy", "site_id": "", "form_id": form_id, "_csrf_token": csrf}
+    made = await client.post("/ui/tokens", data=form)
+    assert made.status_code == 200
+    [token_id] = re.findall(r'<tr data-token="(\d+)">', made.text)
+    again = await client.post("/ui/tokens", data=form)
+    assert again.status_code == 409
+    assert f"token {token_id} was made with it" in again.text
+    assert "<pre><code>flt_" not in again.text  # the secret is not shown twice
+    assert re.findall(r'<tr data-token="(\d+)">', again.text) == [token_id]
+    [fresh] = re.findall(r'name="form_id" value="([^"]+)"', again.text)
+    assert fresh != form_id  # the page's form makes a new token when sent on purpose
+    assert (await client.post("/ui/tokens", data={**form, "form_id": fresh})).status_code == 200
+
+
 async def test_only_admins_see_or_use_the_page(admin: Any, db: Database) -> None:
     client, _, _ = admin
     _, read = await create_token(db=db, scope="read")
