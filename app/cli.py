@@ -45,6 +45,8 @@ demo_app = typer.Typer(help="The demo shop that `make run` serves at /demo/.", n
 app.add_typer(demo_app, name="demo")
 marker_app = typer.Typer(help="Deploy markers: where regression comparisons start.", no_args_is_help=True)
 app.add_typer(marker_app, name="marker")
+config_app = typer.Typer(help="The config file of sites and checks (`serve --config`).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 out = Console()
 err = Console(stderr=True)
@@ -164,6 +166,29 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     except Exception as exc:
         raise _fail(f"migration failed on {settings.database_url.split('@')[-1]}: {exc}") from None
     err.print(f"database at revision {revision}")
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Argument(help="The YAML file `serve --config` would load.")],
+    flows_dir: Annotated[
+        str | None, typer.Option(help="Where flow_file entries are looked for [env FIELDLAB_FLOWS_DIR].")
+    ] = None,
+) -> None:
+    """Check a config file without starting anything (for the repository's CI): its shape, every
+    site's and check's fields, schedules, steps and flow files. Exit 0 valid, 2 with the reason."""
+    from app.configfile import ConfigError, validate
+
+    settings = _settings()
+    try:
+        doc = validate(file, flows_dir=Path(flows_dir or settings.flows_dir))
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    err.print(
+        f"{file}: valid ({len(doc['sites'])} site(s), {len(doc['checks'])} check(s))",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @sites_app.command("add")

@@ -103,9 +103,17 @@ def load(path: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def validate(path: Path, *, flows_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Everything that can be checked before the server starts: shape, fields, schedules,
-    steps and flow files. `serve` calls it so a bad file stops it with the reason."""
+    """Everything that can be checked before the server starts: shape, sites' fields, checks'
+    fields, schedules, steps and flow files. `serve` and `fieldlab config check` call it, so a
+    bad file stops the server (or the CI job) with the reason. What needs the database (a
+    check's ``site`` naming a site only the database has) is checked when it is applied."""
     doc = load(path)
+    for i, site in enumerate(doc["sites"]):
+        try:
+            site_data.checked_fields(str(site["name"]), site.get("origins") or [], site.get("page_groups") or [],
+                                     site.get("query_allowlist") or [])  # fmt: skip
+        except site_data.InvalidInput as exc:
+            raise ConfigError(f"{path}: sites[{i}].{exc}") from None
     for i, check in enumerate(doc["checks"]):
         try:
             check_data.validate({k: v for k, v in check.items() if k != "site"}, flows_dir=flows_dir)

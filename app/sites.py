@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -82,6 +83,20 @@ def _checked_origins(origins: Sequence[str]) -> list[str]:
     return sorted({normalise_origin(o) for o in origins})
 
 
+def checked_fields(
+    name: str, origins: Sequence[str], page_groups: Sequence[dict[str, str]], query_allowlist: Sequence[str]
+) -> dict[str, Any]:
+    """A new site's fields, checked and normalised (no database): ``InvalidInput`` names the field."""
+    if not isinstance(origins, list | tuple) or not all(isinstance(o, str) for o in origins):
+        raise InvalidInput("origins: must be a list of URLs")
+    if not isinstance(page_groups, list | tuple) or not all(isinstance(r, dict) for r in page_groups):
+        raise InvalidInput("page_groups: must be a list of {pattern, group} mappings")
+    if not isinstance(query_allowlist, list | tuple) or not all(isinstance(q, str) for q in query_allowlist):
+        raise InvalidInput("query_allowlist: must be a list of parameter names")
+    return {"name": _checked_name(name), "origins": _checked_origins(origins),
+            "page_groups": _check_page_groups(page_groups), "query_allowlist": sorted(set(query_allowlist))}  # fmt: skip
+
+
 async def create_site(
     *,
     db: Database,
@@ -90,15 +105,9 @@ async def create_site(
     page_groups: Sequence[dict[str, str]] = (),
     query_allowlist: Sequence[str] = (),
 ) -> Site:
-    name = _checked_name(name)
-    site = Site(
-        name=name,
-        key=secrets.token_urlsafe(12),
-        origins=_checked_origins(origins),
-        page_groups=_check_page_groups(page_groups),
-        query_allowlist=sorted(set(query_allowlist)),
-        created_ms=now_ms(),
-    )
+    fields = checked_fields(name, origins, page_groups, query_allowlist)
+    name = fields["name"]
+    site = Site(key=secrets.token_urlsafe(12), created_ms=now_ms(), **fields)
     try:
         async with db.write() as session:
             session.add(site)

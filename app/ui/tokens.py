@@ -20,7 +20,6 @@ from app.sites import SCOPES, InvalidInput, create_token, list_tokens, revoke_to
 from app.ui.auth import require_admin_session
 from app.ui.context import page, visible_sites
 
-
 FORM_ID_TTL_S = 86_400
 
 
@@ -44,7 +43,9 @@ async def tokens(request: Request[Any, Any, Any]) -> Template:
 async def add_token(request: Request[Any, Any, Any]) -> Template:
     """Answered with the page itself, not a redirect: the new token is shown this once."""
     form = await request.form()
-    name, scope, site, form_id = (str(form.get(k) or "").strip() for k in ("name", "scope", "site_id", "form_id"))
+    name, scope, site, form_id = (
+        str(form.get(k) or "").strip() for k in ("name", "scope", "site_id", "form_id")
+    )
     used = request.app.stores.get("ui_sessions")
     if form_id and (made := await used.get(_form_key(form_id))) is not None:
         return await _page(request, status_code=409, resent=made.decode())

@@ -107,6 +107,46 @@ def test_field_errors_are_found_before_start(tmp_path: Path, flows: Path, check:
     assert str(caught.value) == f"{path}: {error}" or error in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("site", "error"),
+    [
+        ("{name: s}", "sites[0].origins: give at least one origin"),
+        ("{name: s, origins: [shop.example]}", "sites[0].origins: "),
+        ("{name: s, origins: https://s.example}", "sites[0].origins: must be a list of URLs"),
+        ("{name: s, origins: [https://s.example], page_groups: [/product/*]}", "sites[0].page_groups: must be a list of {pattern, group} mappings"),
+        ("{name: s, origins: [https://s.example], page_groups: [{pattern: product}]}", "sites[0].page_groups[0].pattern: 'product' "),
+        ("{name: s, origins: [https://s.example], query_allowlist: utm_source}", "sites[0].query_allowlist: must be a list"),
+    ],
+)  # fmt: skip
+def test_site_errors_are_found_before_start(tmp_path: Path, flows: Path, site: str, error: str) -> None:
+    """A bad site entry used to pass the start-up check and fail only when applied."""
+    path = write(tmp_path, f"sites:\n  - {site}\n")
+    with pytest.raises(ConfigError) as caught:
+        validate(path, flows_dir=flows)
+    assert str(caught.value).startswith(f"{path}: {error}"), str(caught.value)
+
+
+def test_config_check_command(tmp_path: Path, flows: Path) -> None:
+    good = write(tmp_path, "sites:\n  - {name: s, origins: [https://s.example]}\n"
+                           "checks:\n  - {name: a, kind: flow, target: https://s.example, every: 1h, flow_file: home.py}\n")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLAB_")}
+    env.update(FIELDLAB_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'f.db'}")
+
+    def check(path: Path, *more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app", "config", "check", str(path), *more],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+    ok = check(good, "--flows-dir", str(flows))
+    assert (ok.returncode, ok.stderr.strip()) == (0, f"{good}: valid (1 site(s), 1 check(s))")
+    missing = check(good)  # the default flows directory has no home.py
+    assert missing.returncode == 2
+    assert "checks[0].flow_file" in missing.stderr
+    bad = check(write(tmp_path, "sites:\n  - {name: s, origins: [ftp://s.example]}\n", "bad.yml"))
+    assert bad.returncode == 2
+    assert bad.stderr.startswith(f"error: {tmp_path / 'bad.yml'}: sites[0].origins: ")
+    assert not (tmp_path / "f.db").exists()  # no database touched
+
+
 async def test_apply_is_idempotent_and_the_file_is_the_truth(
     db: Database, tmp_path: Path, flows: Path
 ) -> None:
