@@ -114,6 +114,7 @@ def _jobs(
             now_ms=now_ms(),
             raw_days=settings.raw_retention_days,
             rollup_days=settings.rollup_retention_days,
+            hourly_days=settings.hourly_rollup_days,
         )
         if any(removed.values()):
             await cache.bump(s.id for s in await list_sites(db=db) if s.id is not None)

@@ -8,7 +8,8 @@ A range is answered from three parts, merged per (bucket, group):
   closed hour a re-report touched since the last rollup run.
 
 So answers are right at every moment; the rollups only make them fast. Ranges reaching past
-raw retention use whole-hour rollups at their edges.
+raw retention use whole-hour rollups at their edges, and past the hourly rollups' horizon
+(FIELDLAB_HOURLY_ROLLUP_RETENTION_DAYS, if set) whole days.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.db import Database
+from app.db import Database, now_ms
 from app.field.rollups import (
     ALL,
     DAY,
@@ -155,6 +156,14 @@ def _gaps(start: int, end: int, taken: Sequence[tuple[int, int]]) -> list[tuple[
 async def aggregate(db: Database, scope: Scope) -> dict[GroupKey, Agg]:
     rolled = await rolled_until(db)
     since, until = scope.since_ms, scope.until_ms
+    if scope.bucket != "hour" and db.settings.hourly_rollup_retention_days:
+        # Before the hourly horizon only day rollups are left: such a range starts (and, if it
+        # ends there too, ends) at a UTC day boundary. Hourly series simply have no hours there.
+        hour_horizon = now_ms() - db.settings.hourly_rollup_days * DAY
+        if since < hour_horizon:
+            since = floor_to(since, DAY)
+            if until < hour_horizon:
+                until = ceil_to(until, DAY)
     # Whole hours the rollups may answer: inside the range and closed by the rollup job.
     first_hour = floor_to(since, HOUR) if since < scope.raw_horizon_ms else ceil_to(since, HOUR)
     end_hour = max(first_hour, min(floor_to(until, HOUR), rolled))

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from app.config import Settings
+from app.config import Settings, SettingsError
 from app.db import Database
 from app.field.rollups import DAY, HOUR
 from app.field.stats import percentile
@@ -302,6 +302,55 @@ async def test_retention_prunes_and_queries_across_the_boundary_still_work(
         await run_job(c, "retention")
         lcp = (await c.get(f"/api/v1/sites/{site['id']}/summary", params=params)).json()["metrics"]["LCP"]
     assert lcp["count"] == 1
+
+
+async def test_hourly_rollups_can_go_before_daily_ones(
+    client: Client, db: Database, settings: Settings
+) -> None:
+    """FIELDLAB_HOURLY_ROLLUP_RETENTION_DAYS: past it only day rollups are left, so a range that
+    starts there is answered from the start of that UTC day, and an hourly series has no hours."""
+    site = await make_site(client)
+    day = (now_ms() // DAY) * DAY - 40 * DAY
+    rows = [{"site_id": site["id"], "pageview_id": f"{part}{i}", "metric": "LCP", "ts": at + i * 1000,
+             "value": 1000.0 + i, "device": "desktop", "page_group": "/"}
+            for part, at in (("night", day + 3 * HOUR), ("evening", day + 20 * HOUR)) for i in range(10)]  # fmt: skip
+    await insert(db, rows)
+    await run_job(client, "rollups")
+    params = {"since": iso(day + 12 * HOUR), "until": iso(now_ms())}
+    summary = f"/api/v1/sites/{site['id']}/summary"
+    assert (await client.get(summary, params=params)).json()["metrics"]["LCP"]["count"] == 10  # exact
+    hours = (
+        await client.get(f"/api/v1/sites/{site['id']}/series", params={**params, "bucket": "hour"})
+    ).json()
+    assert [(p["t"], p["count"]) for line in hours["series"] for p in line["points"] if p["count"]] == [
+        (day + 20 * HOUR, 10)
+    ]
+
+    hourly = replace(settings, hourly_rollup_retention_days=35)
+    async with AsyncTestClient(app=create_app(hourly)) as c:
+        c.headers["authorization"] = f"Bearer {ADMIN}"
+        await run_job(c, "retention")
+        async with db.read_engine.connect() as conn:
+            left = dict(
+                (await conn.execute(sa.text("SELECT period, count(*) FROM rollup GROUP BY period"))).all()
+            )
+        assert "h" not in left
+        assert left["d"] > 0
+        # The whole day now: its hours are gone, so the morning's 10 page views come with it.
+        lcp = (await c.get(summary, params=params)).json()["metrics"]["LCP"]
+        assert (lcp["count"], lcp["p50"]) == (20, pytest.approx(1004.5, rel=0.02))
+        series = (
+            await c.get(f"/api/v1/sites/{site['id']}/series", params={**params, "bucket": "hour"})
+        ).json()
+        assert [p for line in series["series"] for p in line["points"] if p["count"]] == []
+        days = (await c.get(f"/api/v1/sites/{site['id']}/series", params={**params, "bucket": "day"})).json()
+        assert [p["count"] for line in days["series"] for p in line["points"] if p["count"]] == [20]
+
+
+@pytest.mark.parametrize("days", [1, 30, 401])
+def test_the_hourly_horizon_must_fit_the_other_retentions(days: int) -> None:
+    with pytest.raises(SettingsError, match="FIELDLAB_HOURLY_ROLLUP_RETENTION_DAYS"):
+        Settings(hourly_rollup_retention_days=days)
 
 
 async def test_slow_queries_are_kept_with_their_plans(settings: Settings) -> None:
