@@ -149,6 +149,9 @@ async def test_step_ending_on_a_slow_click_still_reports_it(
     async def flow(page: Any, step: Any) -> None:
         async with step("open"):
             await page.goto("/")
+            # The page's layout shift moves the button 300 ms after load; a click racing it on a
+            # busy machine can land beside the button first (a second interaction in the step).
+            await page.wait_for_selector("text=Free shipping")
         for n in range(6):
             async with step(f"click {n}"):
                 await page.click("#add")
