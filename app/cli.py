@@ -66,11 +66,17 @@ def upgrade_database(url: str, revision: str = "head") -> None:
     upgrade(url, revision)
 
 
+def ensure_schema(url: str) -> None:
+    from app.db import ensure_schema as ensure
+
+    ensure(url)
+
+
 def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
     from app.db import Database
 
     if settings.is_sqlite and settings.auto_migrate:
-        upgrade_database(settings.database_url)  # an embedded database is ready on first use
+        ensure_schema(settings.database_url)  # an embedded database is ready on first use
 
     async def run() -> T:
         db = Database(settings)

@@ -18,7 +18,7 @@ from rich.table import Table
 from app import sites as site_data
 from app.budgets import store
 from app.config import Settings
-from app.db import Database, upgrade_database
+from app.db import Database, ensure_schema
 
 
 class MarkerError(Exception):
@@ -78,7 +78,7 @@ def _remote(server: str, token: str, fn: Any) -> Any:
 
 def _local(settings: Settings, fn: Any) -> Any:
     if settings.is_sqlite and settings.auto_migrate:
-        upgrade_database(settings.database_url)
+        ensure_schema(settings.database_url)
 
     async def run() -> Any:
         db = Database(settings)

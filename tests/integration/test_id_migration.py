@@ -5,14 +5,17 @@ id and its references, and it downgrades cleanly."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
+from app import db as db_module
 from app.config import Settings
-from app.db import Database, alembic_config, upgrade_database
+from app.db import Database, alembic_config, ensure_schema, upgrade_database
 from app.site_delete import delete_site
 from app.sites import create_site
 from tests.integration.test_rollup_migration import _run, empty_url
@@ -104,3 +107,26 @@ async def test_a_deleted_sites_id_is_not_given_to_the_next_site(settings: Settin
         assert second.id > first.id
     finally:
         await db.dispose()
+
+
+def test_ensure_schema_upgrades_only_what_is_behind(empty_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's start-up check: a new or older database is upgraded, one at the newest revision
+    is left alone without an Alembic run (on SQLite, read with the standard library)."""
+    ensure_schema(empty_url)  # nothing there yet
+    assert (
+        _run(empty_url, _version) == ScriptDirectory.from_config(alembic_config(empty_url)).get_current_head()
+    )
+    command.downgrade(alembic_config(empty_url), "0006")
+    ensure_schema(empty_url)
+    assert _run(empty_url, _version) == "0007"
+    if empty_url.startswith("sqlite"):
+
+        def no_alembic(*_: object) -> None:
+            raise AssertionError("Alembic ran for a database at head")
+
+        monkeypatch.setattr(db_module, "upgrade_database", no_alembic)
+        ensure_schema(empty_url)
+
+
+def _version(conn: sa.Connection) -> str:
+    return str(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one())
