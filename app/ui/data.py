@@ -164,9 +164,18 @@ async def site_card(svc: Services, site: Site, *, now: int) -> dict[str, Any]:
 # --- trends -------------------------------------------------------------------------------------
 
 
-def _grid(view: View) -> list[int]:
-    step = HOUR if view.bucket == "hour" else DAY
+def _grid(view: View, bucket: str) -> list[int]:
+    step = HOUR if bucket == "hour" else DAY
     return list(range(floor_to(view.since_ms, step), view.until_ms, step))
+
+
+def chart_bucket(svc: Services, view: View) -> str:
+    """The view's bucket, but days where the range reaches past the hourly rollups' horizon
+    (FIELDLAB_HOURLY_ROLLUP_RETENTION_DAYS): there are no hours left to draw there."""
+    days = svc.settings.hourly_rollup_retention_days
+    if view.bucket == "hour" and days and view.since_ms < now_ms() - days * DAY:
+        return "day"
+    return view.bucket
 
 
 async def trends(svc: Services, site: Site, view: View) -> dict[str, Any]:
@@ -180,10 +189,11 @@ async def trends(svc: Services, site: Site, view: View) -> dict[str, Any]:
         summary = await query.summary(db=svc.db, site_id=site.id, since_ms=base.since_ms,
                                       until_ms=base.until_ms, filters=base.filters,
                                       raw_horizon_ms=base.raw_horizon_ms)  # fmt: skip
-        grid = _grid(view)
+        bucket = chart_bucket(svc, view)
+        grid = _grid(view, bucket)
         lines = {}
         for metric in METRICS:
-            out = await query.series(db=svc.db, scope=scope(svc, site, view, metric=metric, bucket=view.bucket),
+            out = await query.series(db=svc.db, scope=scope(svc, site, view, metric=metric, bucket=bucket),
                                      stat="p75")  # fmt: skip
             points = {p["t"]: p for p in (out["series"][0]["points"] if out["series"] else [])}
             lines[metric] = [
@@ -193,7 +203,7 @@ async def trends(svc: Services, site: Site, view: View) -> dict[str, Any]:
             ]  # fmt: skip
         agg = (await query.aggregate(svc.db, scope(svc, site, view, metric=view.metric))).get((None, None))
         bins = query.histogram(agg, view.metric, 20) if agg is not None else []
-        return {"summary": summary["metrics"], "lines": lines, "bins": bins}
+        return {"summary": summary["metrics"], "lines": lines, "bins": bins, "bucket": bucket}
 
     got: dict[str, Any] = await _cached(svc, site.id, f"trends:{view.key()}", compute)
     return got

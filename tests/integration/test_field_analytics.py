@@ -8,7 +8,7 @@ import json
 import random
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from app.ingest.writer import upsert_measurements
 from app.models import Rollup, table
 from app.server import create_app
 from tests.conftest import ADMIN, beacon_headers, make_site
+from tests.integration.ui_data import sign_in
 
 Client = AsyncTestClient[Litestar]
 DEVICES = ("mobile", "desktop", "tablet")
@@ -345,6 +346,16 @@ async def test_hourly_rollups_can_go_before_daily_ones(
         assert [p for line in series["series"] for p in line["points"] if p["count"]] == []
         days = (await c.get(f"/api/v1/sites/{site['id']}/series", params={**params, "bucket": "day"})).json()
         assert [p["count"] for line in days["series"] for p in line["points"] if p["count"]] == [20]
+
+        # The dashboard draws such a range per day: there are no hours left to draw.
+        await sign_in(c, ADMIN)
+        first = datetime.fromtimestamp(day / 1000, UTC).date()
+        custom = {"range": "custom", "since": str(first), "until": str(first + timedelta(days=2))}
+        page = await c.get(f"/ui/sites/{site['id']}/trends", params=custom)
+        assert page.status_code == 200
+        assert "· per day," in page.text
+    await sign_in(client, ADMIN)
+    assert "· per hour," in (await client.get(f"/ui/sites/{site['id']}/trends", params=custom)).text
 
 
 @pytest.mark.parametrize("days", [1, 30, 401])
