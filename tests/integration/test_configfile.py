@@ -101,10 +101,16 @@ def test_shape_errors_name_the_entry(tmp_path: Path, text: str, error: str) -> N
     ],
 )  # fmt: skip
 def test_field_errors_are_found_before_start(tmp_path: Path, flows: Path, check: str, error: str) -> None:
-    path = write(tmp_path, f"checks:\n  - {check}\n")
+    path, message = invalid(tmp_path, flows, f"checks:\n  - {check}\n")
+    assert message == f"{path}: {error}" or error in message
+
+
+def invalid(tmp_path: Path, flows: Path, text: str) -> tuple[Path, str]:
+    """The file, and why validate() refuses it."""
+    path = write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         validate(path, flows_dir=flows)
-    assert str(caught.value) == f"{path}: {error}" or error in str(caught.value)
+    return path, str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -120,10 +126,8 @@ def test_field_errors_are_found_before_start(tmp_path: Path, flows: Path, check:
 )  # fmt: skip
 def test_site_errors_are_found_before_start(tmp_path: Path, flows: Path, site: str, error: str) -> None:
     """A bad site entry used to pass the start-up check and fail only when applied."""
-    path = write(tmp_path, f"sites:\n  - {site}\n")
-    with pytest.raises(ConfigError) as caught:
-        validate(path, flows_dir=flows)
-    assert str(caught.value).startswith(f"{path}: {error}"), str(caught.value)
+    path, message = invalid(tmp_path, flows, f"sites:\n  - {site}\n")
+    assert message.startswith(f"{path}: {error}"), message
 
 
 def test_config_check_command(tmp_path: Path, flows: Path) -> None:

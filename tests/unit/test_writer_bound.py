@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -246,27 +247,38 @@ async def test_concurrent_beacons_are_group_committed(db: Database) -> None:
     assert writer.last_error is None
 
 
-async def test_duplicate_keys_in_one_batch_keep_the_last_value(db: Database) -> None:
+@contextlib.asynccontextmanager
+async def shop_writer(
+    db: Database, *, wait_s: float
+) -> AsyncIterator[tuple[int, Metrics, GroupCommitWriter]]:
+    """A site "shop" and a started writer for it (stopped on the way out)."""
     site = await create_site(db=db, name="shop", origins=["https://shop.example"])
     assert site.id is not None
     metrics = Metrics()
-    writer = GroupCommitWriter(db, metrics, queue_max=100, batch_max_rows=500, batch_max_wait_s=0.005)
+    writer = GroupCommitWriter(db, metrics, queue_max=100, batch_max_rows=500, batch_max_wait_s=wait_s)
     writer.start()
     try:
+        yield site.id, metrics, writer
+    finally:
+        await writer.stop()
+
+
+async def test_duplicate_keys_in_one_batch_keep_the_last_value(db: Database) -> None:
+    async with shop_writer(db, wait_s=0.005) as (site_id, metrics, writer):
         # Submitted without yielding to the loop: the writer finds all of them in one batch.
         futures = [
-            writer.submit(beacon(site.id, "pv-1", "CLS", 0.05)),
-            writer.submit(beacon(site.id, "pv-1", "LCP", 1800)),
-            writer.submit(beacon(site.id, "pv-1", "CLS", 0.12)),
+            writer.submit(beacon(site_id, "pv-1", "CLS", 0.05)),
+            writer.submit(beacon(site_id, "pv-1", "LCP", 1800)),
+            writer.submit(beacon(site_id, "pv-1", "CLS", 0.12)),
             writer.submit(
                 Rows(
                     measurements=[
-                        measurement(site.id, "pv-2", "INP", 100),
-                        measurement(site.id, "pv-2", "INP", 250),  # twice within one beacon, too
+                        measurement(site_id, "pv-2", "INP", 100),
+                        measurement(site_id, "pv-2", "INP", 250),  # twice within one beacon, too
                     ]
                 )
             ),
-            writer.submit(beacon(site.id, "pv-1", "CLS", 0.31)),
+            writer.submit(beacon(site_id, "pv-1", "CLS", 0.31)),
         ]
         await asyncio.wait_for(asyncio.gather(*futures), 30)
         assert sample(metrics, "fieldlab_writer_batch_size_count") == 1
@@ -276,12 +288,10 @@ async def test_duplicate_keys_in_one_batch_keep_the_last_value(db: Database) -> 
         assert await stored(db) == {("pv-1", "CLS"): 0.31, ("pv-1", "LCP"): 1800.0, ("pv-2", "INP"): 250.0}
 
         # A re-report in a later transaction replaces the stored value too (the upsert).
-        await asyncio.wait_for(writer.submit(beacon(site.id, "pv-1", "CLS", 0.02)), 30)
+        await asyncio.wait_for(writer.submit(beacon(site_id, "pv-1", "CLS", 0.02)), 30)
         assert sample(metrics, "fieldlab_writer_batch_size_count") == 2
         assert (await stored(db))[("pv-1", "CLS")] == 0.02
         assert len(await stored(db)) == 3
-    finally:
-        await writer.stop()
 
 
 async def refuse_inserts(db: Database, pageview: str) -> None:
@@ -305,37 +315,25 @@ async def refuse_inserts(db: Database, pageview: str) -> None:
 
 
 async def test_a_failed_batch_fails_its_futures_and_the_writer_goes_on(db: Database) -> None:
-    site = await create_site(db=db, name="shop", origins=["https://shop.example"])
-    assert site.id is not None
     await refuse_inserts(db, "pv-refused")
-    metrics = Metrics()
-    writer = GroupCommitWriter(db, metrics, queue_max=100, batch_max_rows=500, batch_max_wait_s=0)
-    writer.start()
-    try:
-        bad = writer.submit(beacon(site.id, "pv-refused"))
+    async with shop_writer(db, wait_s=0) as (site_id, metrics, writer):
+        bad = writer.submit(beacon(site_id, "pv-refused"))
         with pytest.raises(sa.exc.DBAPIError, match=r"malformed JSON|refused by the test"):
             await asyncio.wait_for(bad, 30)
         assert writer.last_error is not None
         assert sample(metrics, "fieldlab_writer_errors_total") == 1
-        await asyncio.wait_for(writer.submit(beacon(site.id, "pv-ok")), 30)
+        await asyncio.wait_for(writer.submit(beacon(site_id, "pv-ok")), 30)
         assert writer.last_error is None
         assert writer.healthy
         assert await stored(db) == {("pv-ok", "LCP"): 1000.0}
-    finally:
-        await writer.stop()
 
 
 async def test_a_beacon_the_schema_refuses_fails_alone_and_is_no_writer_error(db: Database) -> None:
     """A beacon for a site that is gone (deleted while a worker's cache held it) fails its own
     future; its batch neighbours are stored, and the database is not reported as failing."""
-    site = await create_site(db=db, name="shop", origins=["https://shop.example"])
-    assert site.id is not None
-    metrics = Metrics()
-    writer = GroupCommitWriter(db, metrics, queue_max=100, batch_max_rows=500, batch_max_wait_s=0.05)
-    writer.start()
-    try:
-        good = writer.submit(beacon(site.id, "pv-ok"))
-        orphan = writer.submit(beacon(site.id + 999, "pv-orphan"))  # no such site: foreign key
+    async with shop_writer(db, wait_s=0.05) as (site_id, metrics, writer):
+        good = writer.submit(beacon(site_id, "pv-ok"))
+        orphan = writer.submit(beacon(site_id + 999, "pv-orphan"))  # no such site: foreign key
         with pytest.raises(sa.exc.IntegrityError, match=r"(?i)foreign key"):
             await asyncio.wait_for(orphan, 30)
         await asyncio.wait_for(good, 30)
@@ -343,5 +341,3 @@ async def test_a_beacon_the_schema_refuses_fails_alone_and_is_no_writer_error(db
         assert writer.last_error is None
         assert writer.healthy
         assert await stored(db) == {("pv-ok", "LCP"): 1000.0}
-    finally:
-        await writer.stop()
