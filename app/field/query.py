@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.config import Settings
 from app.db import Database, now_ms
 from app.field.rollups import (
     ALL,
@@ -153,17 +154,23 @@ def _gaps(start: int, end: int, taken: Sequence[tuple[int, int]]) -> list[tuple[
     return out
 
 
+def hour_horizon_ms(settings: Settings) -> int | None:
+    """Hourly rollups before this are pruned (FIELDLAB_HOURLY_ROLLUP_RETENTION_DAYS); None if
+    they are kept as long as the daily ones."""
+    days = settings.hourly_rollup_retention_days
+    return now_ms() - days * DAY if days else None
+
+
 async def aggregate(db: Database, scope: Scope) -> dict[GroupKey, Agg]:
     rolled = await rolled_until(db)
     since, until = scope.since_ms, scope.until_ms
-    if scope.bucket != "hour" and db.settings.hourly_rollup_retention_days:
+    hour_horizon = hour_horizon_ms(db.settings)
+    if scope.bucket != "hour" and hour_horizon is not None and since < hour_horizon:
         # Before the hourly horizon only day rollups are left: such a range starts (and, if it
         # ends there too, ends) at a UTC day boundary. Hourly series simply have no hours there.
-        hour_horizon = now_ms() - db.settings.hourly_rollup_days * DAY
-        if since < hour_horizon:
-            since = floor_to(since, DAY)
-            if until < hour_horizon:
-                until = ceil_to(until, DAY)
+        since = floor_to(since, DAY)
+        if until < hour_horizon:
+            until = ceil_to(until, DAY)
     # Whole hours the rollups may answer: inside the range and closed by the rollup job.
     first_hour = floor_to(since, HOUR) if since < scope.raw_horizon_ms else ceil_to(since, HOUR)
     end_hour = max(first_hour, min(floor_to(until, HOUR), rolled))

@@ -172,8 +172,8 @@ def _grid(view: View, bucket: str) -> list[int]:
 def chart_bucket(svc: Services, view: View) -> str:
     """The view's bucket, but days where the range reaches past the hourly rollups' horizon
     (FIELDLAB_HOURLY_ROLLUP_RETENTION_DAYS): there are no hours left to draw there."""
-    days = svc.settings.hourly_rollup_retention_days
-    if view.bucket == "hour" and days and view.since_ms < now_ms() - days * DAY:
+    horizon = query.hour_horizon_ms(svc.settings)
+    if view.bucket == "hour" and horizon is not None and view.since_ms < horizon:
         return "day"
     return view.bucket
 
