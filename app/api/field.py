@@ -19,6 +19,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from app.api.deps import principal_of, require_read, services
+from app.config import Settings
 from app.field import attribution, query
 from app.field.rollups import DAY
 from app.ingest.normalise import page_group
@@ -47,7 +48,15 @@ class MetricSummary(msgspec.Struct):
     poor: float | None
 
 
-class SummaryOut(msgspec.Struct):
+class Covered(msgspec.Struct):
+    """The range the numbers cover (ISO 8601, UTC): the one asked for, or wider where only whole
+    UTC days are left (FIELDLAB_HOURLY_ROLLUP_RETENTION_DAYS)."""
+
+    since: str
+    until: str
+
+
+class SummaryOut(Covered):
     metrics: dict[str, MetricSummary]
 
 
@@ -62,7 +71,7 @@ class SeriesLine(msgspec.Struct):
     points: list[SeriesPoint]
 
 
-class SeriesOut(msgspec.Struct):
+class SeriesOut(Covered):
     metric: str
     stat: str
     bucket: str
@@ -77,7 +86,7 @@ class HistogramBin(msgspec.Struct, rename={"lo": "from"}):
     rating: str
 
 
-class DistributionOut(msgspec.Struct):
+class DistributionOut(Covered):
     metric: str
     count: int
     bins: list[HistogramBin]
@@ -200,8 +209,9 @@ async def _summary(request: Request[Any, Any, Any], site: Site, params: Mapping[
     scope = scope_from(site, params, bucket=None, group_by=None, metric="LCP", now_ms=_now(),
                        raw_days=svc.settings.raw_retention_days)  # fmt: skip
     assert site.id is not None
-    return await query.summary(db=svc.db, site_id=site.id, since_ms=scope.since_ms, until_ms=scope.until_ms,
-                               filters=scope.filters, raw_horizon_ms=scope.raw_horizon_ms)  # fmt: skip
+    out = await query.summary(db=svc.db, site_id=site.id, since_ms=scope.since_ms, until_ms=scope.until_ms,
+                              filters=scope.filters, raw_horizon_ms=scope.raw_horizon_ms)  # fmt: skip
+    return {**_covered(svc.settings, scope), **out}
 
 
 async def _series(request: Request[Any, Any, Any], site: Site, params: Mapping[str, str]) -> dict[str, Any]:
@@ -218,7 +228,7 @@ async def _series(request: Request[Any, Any, Any], site: Site, params: Mapping[s
         raise _bad("bucket: hourly series span at most 400 days; use bucket=day")
     out = await query.series(db=svc.db, scope=scope, stat=stat)
     out["group_by"] = group_by
-    return out
+    return {**_covered(svc.settings, scope), **out}
 
 
 async def _distribution(
@@ -236,9 +246,24 @@ async def _distribution(
     scope = scope_from(site, params, bucket=None, group_by=None, metric=metric, now_ms=_now(),
                        raw_days=svc.settings.raw_retention_days)  # fmt: skip
     agg = (await query.aggregate(svc.db, scope)).get((None, None))
-    if agg is None:
-        return {"metric": metric, "count": 0, "bins": []}
-    return {"metric": metric, "count": agg.count, "bins": query.histogram(agg, metric, bins)}
+    bins_out = query.histogram(agg, metric, bins) if agg is not None else []
+    return {
+        **_covered(svc.settings, scope),
+        "metric": metric,
+        "count": agg.count if agg is not None else 0,
+        "bins": bins_out,
+    }
+
+
+def _covered(settings: Settings, scope: query.Scope) -> dict[str, str]:
+    """The range an answer covers, which is wider than the one asked for where only whole days
+    are left (FIELDLAB_HOURLY_ROLLUP_RETENTION_DAYS), so a client can tell."""
+    since, until = query.answered_range(settings, scope)
+    return {"since": _iso(since), "until": _iso(until)}
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _now() -> int:

@@ -161,16 +161,22 @@ def hour_horizon_ms(settings: Settings) -> int | None:
     return now_ms() - days * DAY if days else None
 
 
-async def aggregate(db: Database, scope: Scope) -> dict[GroupKey, Agg]:
-    rolled = await rolled_until(db)
+def answered_range(settings: Settings, scope: Scope) -> tuple[int, int]:
+    """The [since, until) the numbers cover: the scope's, except that before the hourly horizon
+    only day rollups are left, so such a range starts (and, if it ends there too, ends) at a UTC
+    day boundary. Hourly series simply have no hours there. The API reports it."""
     since, until = scope.since_ms, scope.until_ms
-    hour_horizon = hour_horizon_ms(db.settings)
+    hour_horizon = hour_horizon_ms(settings)
     if scope.bucket != "hour" and hour_horizon is not None and since < hour_horizon:
-        # Before the hourly horizon only day rollups are left: such a range starts (and, if it
-        # ends there too, ends) at a UTC day boundary. Hourly series simply have no hours there.
         since = floor_to(since, DAY)
         if until < hour_horizon:
             until = ceil_to(until, DAY)
+    return since, until
+
+
+async def aggregate(db: Database, scope: Scope) -> dict[GroupKey, Agg]:
+    rolled = await rolled_until(db)
+    since, until = answered_range(db.settings, scope)
     # Whole hours the rollups may answer: inside the range and closed by the rollup job.
     first_hour = floor_to(since, HOUR) if since < scope.raw_horizon_ms else ceil_to(since, HOUR)
     end_hour = max(first_hour, min(floor_to(until, HOUR), rolled))

@@ -319,7 +319,9 @@ async def test_hourly_rollups_can_go_before_daily_ones(
     await run_job(client, "rollups")
     params = {"since": iso(day + 12 * HOUR), "until": iso(now_ms())}
     summary = f"/api/v1/sites/{site['id']}/summary"
-    assert (await client.get(summary, params=params)).json()["metrics"]["LCP"]["count"] == 10  # exact
+    exact = (await client.get(summary, params=params)).json()
+    assert exact["metrics"]["LCP"]["count"] == 10
+    assert covered(exact) == (day + 12 * HOUR, None)
     hours = (
         await client.get(f"/api/v1/sites/{site['id']}/series", params={**params, "bucket": "hour"})
     ).json()
@@ -338,8 +340,16 @@ async def test_hourly_rollups_can_go_before_daily_ones(
         assert "h" not in left
         assert left["d"] > 0
         # The whole day now: its hours are gone, so the morning's 10 page views come with it.
-        lcp = (await c.get(summary, params=params)).json()["metrics"]["LCP"]
+        widened = (await c.get(summary, params=params)).json()
+        lcp = widened["metrics"]["LCP"]
         assert (lcp["count"], lcp["p50"]) == (20, pytest.approx(1004.5, rel=0.02))
+        # ...and the answer says so, as the distribution's does; a range that ends before the
+        # horizon ends at the end of its day.
+        assert covered(widened) == (day, None)
+        distribution = f"/api/v1/sites/{site['id']}/distribution"
+        assert covered((await c.get(distribution, params=params)).json()) == (day, None)
+        short = {"since": iso(day + 12 * HOUR), "until": iso(day + 21 * HOUR)}
+        assert covered((await c.get(summary, params=short)).json()) == (day, day + DAY)
         series = (
             await c.get(f"/api/v1/sites/{site['id']}/series", params={**params, "bucket": "hour"})
         ).json()
@@ -356,6 +366,12 @@ async def test_hourly_rollups_can_go_before_daily_ones(
         assert "· per day," in page.text
     await sign_in(client, ADMIN)
     assert "· per hour," in (await client.get(f"/ui/sites/{site['id']}/trends", params=custom)).text
+
+
+def covered(answer: dict[str, Any]) -> tuple[int, int | None]:
+    """An answer's `since` in ms, and its `until` unless that is (about) now."""
+    since, until = (int(datetime.fromisoformat(answer[k]).timestamp() * 1000) for k in ("since", "until"))
+    return since, None if abs(until - now_ms()) < 60_000 else until
 
 
 @pytest.mark.parametrize("days", [1, 30, 401])
