@@ -94,14 +94,16 @@ class LocalProbeRunner:
             "lighthouse", attributes={"fieldlab.lighthouse.runs": check.runs}
         ) as span:
             try:
+                preset = "desktop" if check.device == "desktop" else "mobile"
                 result = await run_lighthouse(
                     check.target,
                     chromium=find_chromium(self.settings.chromium or None),
-                    preset="desktop" if check.device == "desktop" else "mobile",
+                    preset=preset,
                     runs=check.runs,
                     timeout_s=self.settings.lighthouse_timeout_s,
                     output_dir=artifacts,
                     policy=self.policy,
+                    cpu_slowdown=self.settings.lighthouse_cpu_slowdown(preset),
                 )
                 outcome = lighthouse_status(result.status, attempted=bool(result.runs))
                 span.set_attribute("fieldlab.lighthouse.outcome", outcome)

@@ -10,6 +10,9 @@ Lighthouse CI picks it, reports kept compressed.
 * The target policy is checked first, and Chrome's traffic goes through the policy-enforcing
   egress proxy (:mod:`probes.egress`), so a redirect to a metadata address cannot end up in the
   report's screenshots.
+* Lighthouse's CPU slowdown (4x on mobile) emulates its reference phone only on a host of about
+  its reference speed; each result records the host's ``benchmark_index`` and the slowdown used,
+  and ``cpu_slowdown`` overrides the preset's for hosts that are much slower or faster.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ METRICS = (
     "speed-index", "interactive", "server-response-time",
 )  # fmt: skip
 PRESETS = ("mobile", "desktop")
+MAX_CPU_SLOWDOWN = 20.0
 CHROME_FLAGS = (
     "--headless=new", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -133,6 +137,9 @@ class LighthouseResult:
     lighthouse_version: str | None = None
     error: str | None = None
     blocked_requests: list[str] = field(default_factory=list)
+    benchmark_index: float | None = None  # the host's CPU speed as Lighthouse measured it
+    cpu_slowdown: float | None = None  # the CPU slowdown the representative run applied
+    warnings: list[str] = field(default_factory=list)  # the representative run's runWarnings
 
     @property
     def lhr_paths(self) -> list[str]:
@@ -244,11 +251,15 @@ async def run_lighthouse(
     policy: TargetPolicy,
     lock_path: Path | None = None,
     guard_requests: bool = True,
+    cpu_slowdown: float | None = None,
 ) -> LighthouseResult:
     """Audit ``url`` ``runs`` times (one audit at a time per machine) and keep the
-    representative run. ``guard_requests``: route Chrome through the egress proxy."""
+    representative run. ``guard_requests``: route Chrome through the egress proxy.
+    ``cpu_slowdown``: Lighthouse's CPU slowdown multiplier instead of the preset's."""
     if preset not in PRESETS:
         raise ValueError(f"preset: must be one of {', '.join(PRESETS)}, not {preset!r}")
+    if cpu_slowdown is not None and not 1 <= cpu_slowdown <= MAX_CPU_SLOWDOWN:
+        raise ValueError(f"cpu_slowdown: must be between 1 and {MAX_CPU_SLOWDOWN:g}, not {cpu_slowdown!r}")
     result = LighthouseResult(status="error", url=url, preset=preset, started_at=int(time.time() * 1000))
     started = time.monotonic()
     output_dir = Path(output_dir)
@@ -274,6 +285,8 @@ async def run_lighthouse(
                     f"--chrome-flags={' '.join(flags)}", f"--max-wait-for-load={int(min(timeout_s, 45) * 1000)}"]  # fmt: skip
             if preset == "desktop":
                 args.append("--preset=desktop")
+            if cpu_slowdown is not None:
+                args.append(f"--throttling.cpuSlowdownMultiplier={cpu_slowdown:g}")
             t0 = time.monotonic()
             singletons = procs.singleton_dirs_now()
             run.error = await _one_run(args, env, base.with_suffix(".log"), timeout_s)
@@ -309,6 +322,11 @@ async def run_lighthouse(
         result.resource_summary = summary["resource_summary"]
         result.final_url = lhr.get("finalDisplayedUrl") or lhr.get("finalUrl")
         result.lighthouse_version = lhr.get("lighthouseVersion")
+        result.benchmark_index = (lhr.get("environment") or {}).get("benchmarkIndex")
+        result.cpu_slowdown = ((lhr.get("configSettings") or {}).get("throttling") or {}).get(
+            "cpuSlowdownMultiplier"
+        )
+        result.warnings = [str(w) for w in lhr.get("runWarnings") or []]
         shutil.copyfile(output_dir / str(result.runs[index].lhr_path), output_dir / "lhr.json.gz")
         result.lhr_path = "lhr.json.gz"
         html = output_dir / "runs" / f"run-{index + 1}.report.html"

@@ -142,6 +142,7 @@ async def _collect(opts: GateOptions, budgets: Budgets, settings: Settings, work
         result = await run_lighthouse(
             opts.url, chromium=chromium, preset=opts.preset, runs=opts.runs, output_dir=workdir / "lighthouse",
             policy=policy, timeout_s=settings.lighthouse_timeout_s,
+            cpu_slowdown=settings.lighthouse_cpu_slowdown(opts.preset),
         )  # fmt: skip
         if not result.lhr_paths:
             raise GateError(f"Lighthouse produced no report for {opts.url}: {result.error}")

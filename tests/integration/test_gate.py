@@ -18,6 +18,7 @@ from gate_site import serve_site, session_lhrs
 from typer.testing import CliRunner
 
 from app import cli
+from probes.lighthouse import load_lhr
 
 pytestmark = pytest.mark.slow
 
@@ -172,7 +173,8 @@ def test_url_mode_runs_lighthouse_and_a_flow(site: str, tmp_path: Path) -> None:
     )
     junit = tmp_path / "out.xml"
     proc = gate("--budgets", tmp_path / "b.yml", "--url", f"{site}/fast/", "--runs", "2", "--flow", tmp_path / "flow.py",
-                "--allow-private", "--junit", junit, "--output-dir", tmp_path / "kept", timeout=400)  # fmt: skip
+                "--allow-private", "--junit", junit, "--output-dir", tmp_path / "kept", timeout=400,
+                env={"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN": "2"})  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the checkout step loads 255 KiB of script
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
     assert cases["bytes:script [checkout] (flow)"].find("failure") is not None
@@ -182,6 +184,12 @@ def test_url_mode_runs_lighthouse_and_a_flow(site: str, tmp_path: Path) -> None:
     # The kept reports can be judged again later, e.g. by another budget file.
     kept = tmp_path / "kept" / "lighthouse" / "runs"
     assert len(list(kept.glob("lhr-*.json.gz"))) == 2
+    # Mobile audits ran with the host's calibrated CPU slowdown instead of Lighthouse's 4x.
+    for lhr in map(load_lhr, kept.glob("lhr-*.json.gz")):
+        assert (
+            lhr["configSettings"]["formFactor"],
+            lhr["configSettings"]["throttling"]["cpuSlowdownMultiplier"],
+        ) == ("mobile", 2)
     (tmp_path / "strict.yml").write_text('budgets:\n  - {metric: "lab:requests", fail: 0}\n')
     again = CliRunner().invoke(
         cli.app, ["gate", "--budgets", str(tmp_path / "strict.yml"), "--lhr", str(kept)]

@@ -166,10 +166,16 @@ async def test_a_lighthouse_run_shows_scores_metrics_in_units_and_resources(chec
     run = await check_data.start_run(db=db, check_id=ids["shop flow"], trigger="manual")
     assert run.id is not None
     await check_data.finish_run(
-        db=db, run_id=run.id, status="passed", result={"status": "passed", **summarise(lhr)}
-    )
+        db=db, run_id=run.id, status="passed",
+        result={"status": "passed", **summarise(lhr), "benchmark_index": 812.4, "cpu_slowdown": 4,
+                "warnings": ["The tested device appears to have a slower CPU than  Lighthouse expects."]},
+    )  # fmt: skip
     await sign_in(client, ADMIN)
     page = (await client.get(f"/ui/runs/{run.id}")).text
+    host = re.search(r'<p id="lighthouse-host"[^>]*>(.*?)</p>', page, re.S)
+    assert host
+    assert "benchmarkIndex 812, CPU slowdown 4\u00d7" in host[1]
+    assert re.search(r'<ul id="lighthouse-warnings"><li>The tested device appears to have a slower CPU', page)
     assert '<td>performance</td><td class="num needs_improvement">87</td>' in page
     assert '<td>accessibility</td><td class="num good">100</td>' in page
     rows = dict(re.findall(r'<tr data-audit="[^"]+"><td>([^<]+)</td><td class="num">([^<]+)</td>', page))

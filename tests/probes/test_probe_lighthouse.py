@@ -103,10 +103,14 @@ async def test_real_lighthouse_run(site: SiteServer, tmp_path: Path) -> None:
     dirs = procs.singleton_dirs_now()
     result = await run_lighthouse(
         f"{site.url}/", chromium=find_chromium(), preset="desktop", runs=2, timeout_s=90,
-        output_dir=tmp_path, policy=policy_for(site),
+        output_dir=tmp_path, policy=policy_for(site), cpu_slowdown=2.5,
     )  # fmt: skip
     r = result.to_dict()
     assert r["status"] == "passed", r["error"]
+    # The preset's 1x CPU slowdown was overridden, and the host's speed is recorded beside it.
+    assert r["cpu_slowdown"] == 2.5
+    assert r["benchmark_index"] > 0
+    assert isinstance(r["warnings"], list)
     assert r["error"] is None
     assert r["lighthouse_version"] == "12.2.3"
     assert r["final_url"] == f"{site.url}/"
@@ -121,6 +125,8 @@ async def test_real_lighthouse_run(site: SiteServer, tmp_path: Path) -> None:
     # The representative run's full LHR (gzipped) and HTML report; every run's LHR too.
     representative = load_lhr(tmp_path / r["lhr_path"])
     assert representative["configSettings"]["formFactor"] == "desktop"
+    assert representative["configSettings"]["throttling"]["cpuSlowdownMultiplier"] == 2.5
+    assert representative["environment"]["benchmarkIndex"] == r["benchmark_index"]
     html = (tmp_path / r["html_path"]).read_text()
     assert "<!doctype html>" in html[:500].lower()
     assert "__LIGHTHOUSE_JSON__" in html

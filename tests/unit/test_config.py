@@ -173,3 +173,16 @@ def test_settings_are_frozen() -> None:
 def test_settings_that_would_disable_a_protection_are_refused(variable: str, raw: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env({variable: raw})
+
+
+@pytest.mark.parametrize("raw", ["0.5", "21", "nan"])
+def test_the_mobile_cpu_slowdown_must_be_one_lighthouse_takes(raw: str) -> None:
+    with pytest.raises(SettingsError, match="FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN"):
+        Settings.from_env({"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN": raw})
+
+
+def test_the_mobile_cpu_slowdown_applies_to_mobile_audits_only() -> None:
+    slower_host = Settings.from_env({"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN": "2.5"})
+    assert slower_host.lighthouse_cpu_slowdown("mobile") == 2.5
+    assert slower_host.lighthouse_cpu_slowdown("desktop") is None
+    assert Settings().lighthouse_cpu_slowdown("mobile") is None  # Lighthouse's own 4x
