@@ -44,6 +44,18 @@ METRICS = (
 )  # fmt: skip
 PRESETS = ("mobile", "desktop")
 MAX_CPU_SLOWDOWN = 20.0
+# The host benchmarkIndex at which the mobile preset's 4x CPU slowdown emulates Lighthouse's
+# reference phone (Lighthouse's CPU-throttling calculator puts 4x at about this speed).
+REFERENCE_BENCHMARK_INDEX = 1500.0
+MOBILE_CPU_SLOWDOWN = 4.0
+
+
+def calibrated_slowdown(benchmark_index: float) -> float:
+    """The mobile CPU slowdown that emulates the reference phone on a host of this speed."""
+    wanted = MOBILE_CPU_SLOWDOWN * benchmark_index / REFERENCE_BENCHMARK_INDEX
+    return round(min(MAX_CPU_SLOWDOWN, max(1.0, wanted)), 1)
+
+
 CHROME_FLAGS = (
     "--headless=new", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",

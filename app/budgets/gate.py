@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,34 @@ class Outcome:
     regressions: list[Regression] = field(default_factory=list)
     data: Data = field(default_factory=Data)
     budgets: Budgets = field(default_factory=Budgets)
+
+
+def slow_host_warning(lhrs: Sequence[Mapping[str, Any]]) -> str | None:
+    """A warning when mobile reports emulated a phone much slower than Lighthouse's reference
+    (over 1.5x: Lighthouse's own slow-host warning starts there at its default 4x), because their
+    host was slow for the CPU slowdown used; with the slowdown that would calibrate it."""
+    from probes.lighthouse import REFERENCE_BENCHMARK_INDEX, calibrated_slowdown
+
+    slowest: tuple[float, float] | None = None  # (benchmarkIndex, slowdown used)
+    for lhr in lhrs:
+        config = lhr.get("configSettings") or {}
+        index = (lhr.get("environment") or {}).get("benchmarkIndex")
+        used = (config.get("throttling") or {}).get("cpuSlowdownMultiplier")
+        if config.get("formFactor") != "mobile" or not isinstance(index, int | float) or index <= 0:
+            continue
+        if not isinstance(used, int | float) or config.get("throttlingMethod") == "provided":
+            continue
+        if used * REFERENCE_BENCHMARK_INDEX / index > 1.5 * 4 and (slowest is None or index < slowest[0]):
+            slowest = (float(index), float(used))
+    if slowest is None:
+        return None
+    index, used = slowest
+    return (
+        f"warning: Lighthouse measured this host at benchmarkIndex {index:.0f}; with a {used:g}x CPU slowdown"
+        f" its mobile numbers stand for a phone {used * REFERENCE_BENCHMARK_INDEX / index / 4:.1f}x slower than"
+        f" Lighthouse's reference. FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN={calibrated_slowdown(index):g} calibrates"
+        " it (README: Lighthouse on slow or fast hosts)."
+    )
 
 
 def _looks_like_lhr(data: Any) -> bool:
@@ -253,6 +282,8 @@ def run_gate(opts: GateOptions, settings: Settings, console: Console, errors: Co
         outcome = judge(opts, settings)
         verdicts = outcome.verdicts
         report.print_table(verdicts, console, outcome.baseline, outcome.regressions)
+        if warning := slow_host_warning(outcome.data.lighthouse or []):
+            errors.print(warning, highlight=False, markup=False, soft_wrap=True)
         write_outputs(opts, outcome)
         if opts.upload_server:
             assert opts.branch is not None

@@ -23,7 +23,13 @@ import pytest
 from app.config import Settings
 from app.db import Database
 from app.sites import create_site
-from probes.lighthouse import CHROME_FLAGS, audit_lock, find_lighthouse
+from probes.lighthouse import (
+    CHROME_FLAGS,
+    MOBILE_CPU_SLOWDOWN,
+    audit_lock,
+    calibrated_slowdown,
+    find_lighthouse,
+)
 from tests.conftest import ADMIN, ROOT, LiveServer
 from tests.integration.ui_data import seed
 
@@ -70,22 +76,7 @@ def session_cookie(base: str, site_id: int) -> str:
     return f"fieldlab_session={session}"
 
 
-# The mobile preset slows the CPU 4x, which emulates its reference phone on a host of about this
-# benchmarkIndex (Lighthouse's CPU-throttling calculator). The machines here differ about 3x in
-# speed, and on a slower one the same 4x emulates a slower phone than the budget is about (trends
-# scored 0.93 on one, 1.0 on another), so the trends page is audited with the slowdown scaled down
-# in proportion (never above 4x). Lighthouse CI's docs give the same advice for slow hosts.
-REFERENCE_BENCHMARK_INDEX = 1500
-PRESET_SLOWDOWN = 4.0
-
-
-def calibrated_slowdown(benchmark_index: float) -> float:
-    return round(
-        max(1.0, min(PRESET_SLOWDOWN, PRESET_SLOWDOWN * benchmark_index / REFERENCE_BENCHMARK_INDEX)), 2
-    )
-
-
-async def audit(url: str, cookie: str, out: Path, cpu_slowdown: float = PRESET_SLOWDOWN) -> None:
+async def audit(url: str, cookie: str, out: Path, cpu_slowdown: float = MOBILE_CPU_SLOWDOWN) -> None:
     flags = [*CHROME_FLAGS, "--no-sandbox"]
     args = [find_lighthouse(), url, "--output=json", f"--output-path={out}", "--quiet",
             f"--throttling.cpuSlowdownMultiplier={cpu_slowdown}",
@@ -106,7 +97,11 @@ async def test_the_dashboard_is_within_its_own_budgets(
     reports.mkdir()
     await audit(f"{server.url}/ui/", cookie, reports / "lhr-overview.json")
     host = json.loads((reports / "lhr-overview.json").read_text())["environment"]["benchmarkIndex"]
-    slowdown = calibrated_slowdown(host)
+    # The mobile preset's 4x CPU slowdown emulates its reference phone only on a host of about
+    # benchmarkIndex 1500. The machines here differ about 3x in speed, and on a slower one the
+    # same 4x emulates a slower phone than the budget is about (trends scored 0.93 on one, 1.0 on
+    # another), so the trends audit is calibrated as the README recommends, but never above 4x.
+    slowdown = min(MOBILE_CPU_SLOWDOWN, calibrated_slowdown(host))
     await audit(
         f"{server.url}/ui/sites/{site_id}/trends?range=30d", cookie, reports / "lhr-trends.json", slowdown
     )
@@ -130,8 +125,3 @@ async def test_the_dashboard_is_within_its_own_budgets(
     # Every budget was judged on real numbers (none skipped for want of data), and passed.
     assert judged == {("LCP", "pass"), ("bytes:script", "pass"), ("category:accessibility", "pass"),
                       ("category:performance", "pass")}, verdicts  # fmt: skip
-
-
-@pytest.mark.parametrize(("index", "slowdown"), [(3500, 4.0), (1500, 4.0), (1125, 3.0), (300, 1.0)])
-def test_the_cpu_slowdown_is_scaled_down_on_slow_hosts_only(index: float, slowdown: float) -> None:
-    assert calibrated_slowdown(index) == slowdown

@@ -4,6 +4,7 @@ passing and failing, with the JUnit XML and Markdown checked, and the exit-2 rea
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -117,6 +118,25 @@ def test_lhci_config(lhr_dir: Path, tmp_path: Path) -> None:
     assert "warn" in proc.stdout
     rc.write_text("ci:\n  assert:\n    preset: lighthouse:recommended\n")
     assert gate("--budgets", rc, "--lhr", lhr_dir).returncode == 1
+
+
+def test_reports_from_a_slow_host_get_a_calibration_hint(lhr_dir: Path, tmp_path: Path) -> None:
+    """A real report as a host of benchmarkIndex 500 would have made it with the 4x preset (a phone
+    3x slower than Lighthouse's reference): the verdicts are unchanged, stderr says how to
+    calibrate; the same report from a host of reference speed gets no hint."""
+    (tmp_path / "b.yml").write_text(PASSING)
+    lhr = json.loads(sorted(lhr_dir.glob("lhr-*.json"))[0].read_text())
+    assert (lhr["configSettings"]["formFactor"], lhr["configSettings"]["throttling"]["cpuSlowdownMultiplier"]) == (
+        "mobile", 4
+    )  # fmt: skip
+    for index, hinted in ((500, True), (1500, False)):
+        lhr["environment"]["benchmarkIndex"] = index
+        (tmp_path / "lhr-1.json").write_text(json.dumps(lhr))
+        proc = gate("--budgets", tmp_path / "b.yml", "--lhr", tmp_path / "lhr-1.json")
+        assert proc.returncode in (0, 1), proc.stderr
+        hint = "benchmarkIndex 500; with a 4x CPU slowdown its mobile numbers stand for a phone 3.0x slower"
+        assert (hint in proc.stderr) is hinted, proc.stderr
+        assert ("FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=1.3 calibrates" in proc.stderr) is hinted
 
 
 def test_usage_and_infrastructure_errors(lhr_dir: Path, tmp_path: Path) -> None:

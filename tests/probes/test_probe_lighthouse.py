@@ -24,7 +24,14 @@ from probe_helpers import (
 
 from probes import procs
 from probes.browser import find_chromium
-from probes.lighthouse import METRICS, audit_lock, choose_representative, load_lhr, run_lighthouse
+from probes.lighthouse import (
+    METRICS,
+    audit_lock,
+    calibrated_slowdown,
+    choose_representative,
+    load_lhr,
+    run_lighthouse,
+)
 from probes.safety import TargetPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +82,13 @@ CASES: list[tuple[str, list[dict[str, Any]], int]] = [
 @pytest.mark.parametrize(("name", "runs", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_representative_run_examples(name: str, runs: list[dict[str, Any]], expected: int) -> None:
     assert choose_representative(runs) == expected
+
+
+@pytest.mark.parametrize(
+    ("index", "slowdown"), [(1500, 4.0), (3500, 9.3), (1125, 3.0), (300, 1.0), (9000, 20.0)]
+)
+def test_the_calibrated_mobile_slowdown_follows_the_host(index: float, slowdown: float) -> None:
+    assert calibrated_slowdown(index) == slowdown
 
 
 def test_representative_run_matches_lhci_javascript() -> None:
