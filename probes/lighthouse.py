@@ -50,10 +50,31 @@ REFERENCE_BENCHMARK_INDEX = 1500.0
 MOBILE_CPU_SLOWDOWN = 4.0
 
 
+SLOW_HOST_FACTOR = 1.5  # where Lighthouse's own slow-host warning starts at its default 4x
+
+
 def calibrated_slowdown(benchmark_index: float) -> float:
     """The mobile CPU slowdown that emulates the reference phone on a host of this speed."""
     wanted = MOBILE_CPU_SLOWDOWN * benchmark_index / REFERENCE_BENCHMARK_INDEX
     return round(min(MAX_CPU_SLOWDOWN, max(1.0, wanted)), 1)
+
+
+def slow_host_hint(benchmark_index: Any, cpu_slowdown: Any) -> str | None:
+    """For a mobile audit: a sentence saying that it stands for a phone over SLOW_HOST_FACTOR
+    times slower than Lighthouse's reference, because its host was slow for the slowdown used,
+    and which FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN calibrates it; None if it does not."""
+    if not isinstance(benchmark_index, int | float) or not isinstance(cpu_slowdown, int | float):
+        return None
+    if benchmark_index <= 0:
+        return None
+    slower = cpu_slowdown * REFERENCE_BENCHMARK_INDEX / benchmark_index / MOBILE_CPU_SLOWDOWN
+    if slower <= SLOW_HOST_FACTOR:
+        return None
+    return (
+        f"Lighthouse measured this host at benchmarkIndex {benchmark_index:.0f}; with a {cpu_slowdown:g}x CPU"
+        f" slowdown its mobile numbers stand for a phone {slower:.1f}x slower than Lighthouse's reference."
+        f" FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN={calibrated_slowdown(benchmark_index):g} calibrates it."
+    )
 
 
 CHROME_FLAGS = (

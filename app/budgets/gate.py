@@ -28,6 +28,7 @@ from app.budgets.regress import Regression, Thresholds
 from app.budgets.source import BudgetFileError
 from app.budgets.verdict import Verdict, worst
 from app.config import Settings
+from probes.lighthouse import slow_host_hint
 
 LHCI_NAME = re.compile(r"lhr-\d+\.json")  # the files `lhci assert` reads, and only those
 MAX_RUNS = 20  # a gate that audits more often than this is a benchmark, not a check
@@ -69,31 +70,18 @@ class Outcome:
 
 
 def slow_host_warning(lhrs: Sequence[Mapping[str, Any]]) -> str | None:
-    """A warning when mobile reports emulated a phone much slower than Lighthouse's reference
-    (over 1.5x: Lighthouse's own slow-host warning starts there at its default 4x), because their
-    host was slow for the CPU slowdown used; with the slowdown that would calibrate it."""
-    from probes.lighthouse import REFERENCE_BENCHMARK_INDEX, calibrated_slowdown
-
-    slowest: tuple[float, float] | None = None  # (benchmarkIndex, slowdown used)
+    """The calibration hint of the slowest host's mobile report, if it needs one."""
+    hints = []
     for lhr in lhrs:
         config = lhr.get("configSettings") or {}
+        if config.get("formFactor") != "mobile" or config.get("throttlingMethod") == "provided":
+            continue
         index = (lhr.get("environment") or {}).get("benchmarkIndex")
-        used = (config.get("throttling") or {}).get("cpuSlowdownMultiplier")
-        if config.get("formFactor") != "mobile" or not isinstance(index, int | float) or index <= 0:
-            continue
-        if not isinstance(used, int | float) or config.get("throttlingMethod") == "provided":
-            continue
-        if used * REFERENCE_BENCHMARK_INDEX / index > 1.5 * 4 and (slowest is None or index < slowest[0]):
-            slowest = (float(index), float(used))
-    if slowest is None:
+        if hint := slow_host_hint(index, (config.get("throttling") or {}).get("cpuSlowdownMultiplier")):
+            hints.append((index, hint))
+    if not hints:
         return None
-    index, used = slowest
-    return (
-        f"warning: Lighthouse measured this host at benchmarkIndex {index:.0f}; with a {used:g}x CPU slowdown"
-        f" its mobile numbers stand for a phone {used * REFERENCE_BENCHMARK_INDEX / index / 4:.1f}x slower than"
-        f" Lighthouse's reference. FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN={calibrated_slowdown(index):g} calibrates"
-        " it (README: Lighthouse on slow or fast hosts)."
-    )
+    return f"warning: {min(hints)[1]} (README: Lighthouse on slow or fast hosts)"
 
 
 def _looks_like_lhr(data: Any) -> bool:

@@ -18,6 +18,7 @@ from app.models import Check, CheckRun
 from app.run_retention import expired_message, run_dir
 from app.ui.auth import principal_of, require_admin_session
 from app.ui.context import page, visible_sites
+from probes.lighthouse import slow_host_hint
 
 HISTORY = 50
 SPARK_RUNS = 20
@@ -125,8 +126,12 @@ async def run_detail(request: Request[Any, Any, Any], run_id: int) -> Template:
     expired = None
     if artifacts and not run_dir(settings.data_dir, run_id).is_dir():
         artifacts, expired = [], expired_message(run_id, settings.artifact_retention_days)
-    return await page(request, "run.html", check=check, run=run, result=run.result or {}, steps=waterfall(run),
-                      artifacts=artifacts, artifacts_expired=expired)  # fmt: skip
+    result = run.result or {}
+    host_hint = None
+    if result.get("preset") == "mobile":
+        host_hint = slow_host_hint(result.get("benchmark_index"), result.get("cpu_slowdown"))
+    return await page(request, "run.html", check=check, run=run, result=result, steps=waterfall(run),
+                      artifacts=artifacts, artifacts_expired=expired, host_hint=host_hint)  # fmt: skip
 
 
 @get("/runs/{run_id:int}/artifacts/{path:path}", include_in_schema=False)

@@ -167,7 +167,7 @@ async def test_a_lighthouse_run_shows_scores_metrics_in_units_and_resources(chec
     assert run.id is not None
     await check_data.finish_run(
         db=db, run_id=run.id, status="passed",
-        result={"status": "passed", **summarise(lhr), "benchmark_index": 812.4, "cpu_slowdown": 4,
+        result={"status": "passed", **summarise(lhr), "preset": "mobile", "benchmark_index": 812.4, "cpu_slowdown": 4,
                 "warnings": ["The tested device appears to have a slower CPU than  Lighthouse expects."]},
     )  # fmt: skip
     await sign_in(client, ADMIN)
@@ -176,6 +176,11 @@ async def test_a_lighthouse_run_shows_scores_metrics_in_units_and_resources(chec
     assert host
     assert "benchmarkIndex 812, CPU slowdown 4\u00d7" in host[1]
     assert re.search(r'<ul id="lighthouse-warnings"><li>The tested device appears to have a slower CPU', page)
+    # A mobile audit on this host stands for a phone 1.8x slower than Lighthouse's reference.
+    hint = re.search(r'<p id="lighthouse-host-hint"[^>]*>(.*?)</p>', page, re.S)
+    assert hint
+    assert "a phone 1.8x slower" in hint[1]
+    assert "FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=2.2 calibrates it" in hint[1]
     assert '<td>performance</td><td class="num needs_improvement">87</td>' in page
     assert '<td>accessibility</td><td class="num good">100</td>' in page
     rows = dict(re.findall(r'<tr data-audit="[^"]+"><td>([^<]+)</td><td class="num">([^<]+)</td>', page))

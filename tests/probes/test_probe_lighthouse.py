@@ -31,6 +31,7 @@ from probes.lighthouse import (
     choose_representative,
     load_lhr,
     run_lighthouse,
+    slow_host_hint,
 )
 from probes.safety import TargetPolicy
 
@@ -89,6 +90,18 @@ def test_representative_run_examples(name: str, runs: list[dict[str, Any]], expe
 )
 def test_the_calibrated_mobile_slowdown_follows_the_host(index: float, slowdown: float) -> None:
     assert calibrated_slowdown(index) == slowdown
+
+
+@pytest.mark.parametrize(
+    ("index", "slowdown", "phone"),
+    [(1500, 4, None), (1001, 4, None), (500, 4, "3.0x"), (500, 1.3, None), (300, 1, None), (None, 4, None)],
+)
+def test_a_slow_host_gets_a_calibration_hint(index: float | None, slowdown: float, phone: str | None) -> None:
+    hint = slow_host_hint(index, slowdown)
+    assert (hint is None) == (phone is None)
+    if phone:
+        assert f"a phone {phone} slower" in str(hint)
+        assert f"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN={calibrated_slowdown(index or 0):g}" in str(hint)
 
 
 def test_representative_run_matches_lhci_javascript() -> None:
