@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import types
 import typing
@@ -216,12 +217,13 @@ class Settings:
         default=120.0,
         metadata=_doc("Longest one Lighthouse run may take before its process group is killed."),
     )
-    lighthouse_mobile_cpu_slowdown: float = field(
-        default=4.0,
+    lighthouse_mobile_cpu_slowdown: str = field(
+        default="4",
         metadata=_doc(
-            "CPU slowdown of mobile Lighthouse audits (checks and `fieldlab gate --url`), 1 to 20."
-            " Lighthouse's 4 emulates its reference phone on a host of benchmarkIndex ~1500 (each run"
-            " shows the host's): scale it by benchmarkIndex / 1500 on a much slower or faster host."
+            "CPU slowdown of mobile Lighthouse audits (checks and `fieldlab gate --url`), 1 to 20, or"
+            " `auto`. Lighthouse's 4 emulates its reference phone on a host of benchmarkIndex ~1500 (each"
+            " run shows the host's): scale it by benchmarkIndex / 1500 on a much slower or faster host,"
+            " or let `auto` do that from the benchmarkIndex the host's runs measure."
         ),
     )
     config_file: str = field(
@@ -388,11 +390,16 @@ class Settings:
             raise SettingsError(
                 f"FIELDLAB_BEACON_MAX_STRING={self.beacon_max_string} is over the 2048 the columns hold"
             )
-        if not 1 <= self.lighthouse_mobile_cpu_slowdown <= 20:
-            raise SettingsError(
-                f"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN={self.lighthouse_mobile_cpu_slowdown!r} must be"
-                " between 1 and 20"
-            )
+        if self.lighthouse_mobile_cpu_slowdown.strip().lower() != "auto":
+            try:
+                slowdown = float(self.lighthouse_mobile_cpu_slowdown)
+            except ValueError:
+                slowdown = math.nan
+            if not 1 <= slowdown <= 20:
+                raise SettingsError(
+                    f"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN={self.lighthouse_mobile_cpu_slowdown!r} must be"
+                    " between 1 and 20, or auto"
+                )
         if not 0 < self.port < 65536:
             raise SettingsError(f"FIELDLAB_PORT={self.port} is not a TCP port")
         for name in ("budget_eval_interval_s", "webhook_timeout_s", "regress_min_lab_runs",
@@ -430,10 +437,15 @@ class Settings:
         """FIELDLAB_ALLOW_TARGET_HOSTS as entries (``host:port`` or ``host``)."""
         return tuple(h.strip().lower() for h in self.allow_target_hosts.split(",") if h.strip())
 
-    def lighthouse_cpu_slowdown(self, preset: str) -> float | None:
-        """The CPU slowdown to give Lighthouse for ``preset``; None: the preset's own."""
-        if preset == "mobile" and self.lighthouse_mobile_cpu_slowdown != 4.0:
-            return self.lighthouse_mobile_cpu_slowdown
+    def lighthouse_cpu_slowdown(self, preset: str) -> float | str | None:
+        """The CPU slowdown to give Lighthouse for ``preset``; None: the preset's own; "auto":
+        calibrated to the host (probes.lighthouse.HostCalibration), which every preset's runs
+        feed with the host's speed."""
+        setting = self.lighthouse_mobile_cpu_slowdown.strip().lower()
+        if setting == "auto":
+            return "auto"
+        if preset == "mobile" and float(setting) != 4.0:
+            return float(setting)
         return None
 
     @classmethod

@@ -16,6 +16,7 @@ from app.observability import Metrics
 
 if TYPE_CHECKING:
     from probes.browser import BrowserPool
+    from probes.lighthouse import HostCalibration
     from probes.safety import TargetPolicy
 
 # The API's proxy tracer: a no-op unless app/tracing.py installed a provider.
@@ -39,6 +40,9 @@ class LocalProbeRunner:
         self._pool = pool  # made on first use (no browser at start) unless one is given
         self._owns_pool = pool is None
         self.policy = target_policy(settings)
+        # This host's speed as its audits measure it (FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=auto);
+        # made with the first audit, kept for the process's life: the host does not change.
+        self.host_calibration: HostCalibration | None = None
 
     @property
     def pool(self) -> BrowserPool:
@@ -86,8 +90,9 @@ class LocalProbeRunner:
 
     async def _lighthouse(self, check: Check, artifacts: Path) -> tuple[str, dict[str, Any]]:
         from probes.browser import find_chromium
-        from probes.lighthouse import run_lighthouse
+        from probes.lighthouse import HostCalibration, run_lighthouse
 
+        self.host_calibration = self.host_calibration or HostCalibration()
         started = time.perf_counter()
         outcome = "error"
         with tracer.start_as_current_span(
@@ -104,6 +109,7 @@ class LocalProbeRunner:
                     output_dir=artifacts,
                     policy=self.policy,
                     cpu_slowdown=self.settings.lighthouse_cpu_slowdown(preset),
+                    calibration=self.host_calibration,
                 )
                 outcome = lighthouse_status(result.status, attempted=bool(result.runs))
                 span.set_attribute("fieldlab.lighthouse.outcome", outcome)

@@ -12,7 +12,8 @@ Lighthouse CI picks it, reports kept compressed.
   report's screenshots.
 * Lighthouse's CPU slowdown (4x on mobile) emulates its reference phone only on a host of about
   its reference speed; each result records the host's ``benchmark_index`` and the slowdown used,
-  and ``cpu_slowdown`` overrides the preset's for hosts that are much slower or faster.
+  and ``cpu_slowdown`` overrides the preset's for hosts that are much slower or faster;
+  ``cpu_slowdown="auto"`` calibrates it to the host (:class:`HostCalibration`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import json
 import math
 import os
 import shutil
+import statistics
 import tempfile
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -73,8 +76,52 @@ def slow_host_hint(benchmark_index: Any, cpu_slowdown: Any) -> str | None:
     return (
         f"Lighthouse measured this host at benchmarkIndex {benchmark_index:.0f}; with a {cpu_slowdown:g}x CPU"
         f" slowdown its mobile numbers stand for a phone {slower:.1f}x slower than Lighthouse's reference."
-        f" FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN={calibrated_slowdown(benchmark_index):g} calibrates it."
+        f" FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN={calibrated_slowdown(benchmark_index):g} calibrates it"
+        " (or auto, from each host's own runs)."
     )
+
+
+AUTO = "auto"
+# A host within this share of the reference speed keeps its slowdown: benchmarkIndex moves
+# 10-20 % between runs with whatever else the host does, and each change of slowdown is a step
+# in the trend of every mobile audit.
+CALIBRATION_TOLERANCE = 0.2
+CALIBRATION_WINDOW = 9
+
+
+class HostCalibration:
+    """The mobile CPU slowdown for ``cpu_slowdown="auto"``: Lighthouse's 4x scaled to this
+    host's speed, from the benchmarkIndex its recent runs measured (the median of the last
+    CALIBRATION_WINDOW, since one reading is noisy). The slowdown in use changes only when the
+    median calls for one more than CALIBRATION_TOLERANCE away from it, so a host near the
+    reference speed keeps Lighthouse's own 4x (its reports stay identical to LHCI's) and runs
+    from one host stay comparable with each other. One object per host: a server keeps one for
+    its lifetime, a ``fieldlab gate`` one per invocation."""
+
+    def __init__(self) -> None:
+        self._seen: deque[float] = deque(maxlen=CALIBRATION_WINDOW)
+        self._slowdown: float | None = None
+
+    @property
+    def slowdown(self) -> float | None:
+        """None until a run has measured the host."""
+        return self._slowdown
+
+    @property
+    def benchmark_index(self) -> float | None:
+        """The median of the readings the slowdown is based on."""
+        return statistics.median(self._seen) if self._seen else None
+
+    def observe(self, benchmark_index: Any) -> None:
+        """Take one run's ``environment.benchmarkIndex`` (any preset: the host is the same)."""
+        if isinstance(benchmark_index, bool) or not isinstance(benchmark_index, int | float):
+            return
+        if not 0 < benchmark_index < math.inf:
+            return
+        self._seen.append(float(benchmark_index))
+        wanted = calibrated_slowdown(statistics.median(self._seen))
+        current = self._slowdown or MOBILE_CPU_SLOWDOWN
+        self._slowdown = wanted if abs(wanted - current) > CALIBRATION_TOLERANCE * current else current
 
 
 CHROME_FLAGS = (
@@ -150,6 +197,10 @@ class LighthouseRun:
     error: str | None = None
     fcp: float | None = None
     interactive: float | None = None
+    benchmark_index: float | None = None  # the host's speed as this run measured it
+    # cpu_slowdown="auto" on a host not yet measured: this run measured it at Lighthouse's 4x,
+    # and as the host turned out too slow or fast for 4x it is not counted (nor its report kept).
+    calibration: bool = False
 
 
 @dataclass
@@ -233,6 +284,13 @@ async def audit_lock(path: Path | None = None) -> AsyncIterator[None]:
 # --- running ---------------------------------------------------------------------------------
 
 
+def _calibrates(calibration: HostCalibration, benchmark_index: float | None, measuring: bool) -> bool:
+    """Record the host speed a run measured; True if it was the run measuring the host and the
+    host turned out to need another slowdown than the 4x it ran with."""
+    calibration.observe(benchmark_index)
+    return measuring and calibration.slowdown not in (None, MOBILE_CPU_SLOWDOWN)
+
+
 def _kill(pid: int) -> None:
     """The CLI, Chrome (its own session) and everything below them; Chrome's profile dir."""
     profiles = [
@@ -284,15 +342,32 @@ async def run_lighthouse(
     policy: TargetPolicy,
     lock_path: Path | None = None,
     guard_requests: bool = True,
-    cpu_slowdown: float | None = None,
+    cpu_slowdown: float | str | None = None,
+    calibration: HostCalibration | None = None,
 ) -> LighthouseResult:
     """Audit ``url`` ``runs`` times (one audit at a time per machine) and keep the
     representative run. ``guard_requests``: route Chrome through the egress proxy.
-    ``cpu_slowdown``: Lighthouse's CPU slowdown multiplier instead of the preset's."""
+    ``cpu_slowdown``: Lighthouse's CPU slowdown multiplier instead of the preset's, or
+    ``"auto"``: mobile audits use ``calibration``'s slowdown for this host (a new
+    HostCalibration if None); while it has none, the first run measures the host at 4x and,
+    if 4x does not fit the host, is not counted, and ``runs`` calibrated runs follow."""
     if preset not in PRESETS:
         raise ValueError(f"preset: must be one of {', '.join(PRESETS)}, not {preset!r}")
-    if cpu_slowdown is not None and not 1 <= cpu_slowdown <= MAX_CPU_SLOWDOWN:
-        raise ValueError(f"cpu_slowdown: must be between 1 and {MAX_CPU_SLOWDOWN:g}, not {cpu_slowdown!r}")
+    slowdown: float | None = None
+    if cpu_slowdown == AUTO:
+        calibration = calibration or HostCalibration()
+        slowdown = calibration.slowdown if preset == "mobile" else None
+    elif isinstance(cpu_slowdown, int | float) and 1 <= cpu_slowdown <= MAX_CPU_SLOWDOWN:
+        slowdown = float(cpu_slowdown)
+    elif cpu_slowdown is not None:
+        raise ValueError(
+            f"cpu_slowdown: must be {AUTO!r} or between 1 and {MAX_CPU_SLOWDOWN:g}, not {cpu_slowdown!r}"
+        )
+    if cpu_slowdown != AUTO:
+        calibration = None  # only "auto" reads or feeds a calibration
+    measuring = cpu_slowdown == AUTO and preset == "mobile" and slowdown is None
+    if preset == "mobile" and slowdown == MOBILE_CPU_SLOWDOWN:
+        slowdown = None  # Lighthouse's own 4x is left to its preset: the same runs as LHCI's
     result = LighthouseResult(status="error", url=url, preset=preset, started_at=int(time.time() * 1000))
     started = time.monotonic()
     output_dir = Path(output_dir)
@@ -310,7 +385,9 @@ async def run_lighthouse(
         if guard_requests:
             proxy = await stack.enter_async_context(EgressProxy(policy, result.blocked_requests))
             flags += [f"--proxy-server={proxy.url}", "--proxy-bypass-list=<-loopback>"]
-        for i in range(runs):
+        counted = 0  # runs made, failed ones included; a calibration run is not counted
+        while counted < runs:
+            i = len(result.runs)
             run = LighthouseRun(index=i)
             result.runs.append(run)
             base = output_dir / "runs" / f"run-{i + 1}"
@@ -318,8 +395,8 @@ async def run_lighthouse(
                     f"--chrome-flags={' '.join(flags)}", f"--max-wait-for-load={int(min(timeout_s, 45) * 1000)}"]  # fmt: skip
             if preset == "desktop":
                 args.append("--preset=desktop")
-            if cpu_slowdown is not None:
-                args.append(f"--throttling.cpuSlowdownMultiplier={cpu_slowdown:g}")
+            if slowdown is not None:
+                args.append(f"--throttling.cpuSlowdownMultiplier={slowdown:g}")
             t0 = time.monotonic()
             singletons = procs.singleton_dirs_now()
             run.error = await _one_run(args, env, base.with_suffix(".log"), timeout_s)
@@ -327,15 +404,21 @@ async def run_lighthouse(
             procs.remove_dead_singletons(procs.singleton_dirs_now() - singletons)
             run.duration_ms = round((time.monotonic() - t0) * 1000, 1)
             report = base.with_name(base.name + ".report.json")
+            counted += 1
             if run.error is None:
                 try:
                     lhr = load_lhr(report)
                 except (OSError, ValueError) as exc:
                     run.error = f"no report: {exc}"
                 else:
+                    run.benchmark_index = (lhr.get("environment") or {}).get("benchmarkIndex")
                     if err := lhr.get("runtimeError"):
                         run.error = f"{err.get('code')}: {err.get('message')}"[:500]
+                    elif calibration is not None and _calibrates(calibration, run.benchmark_index, measuring):
+                        measuring, run.calibration, counted = False, True, counted - 1
+                        slowdown = calibration.slowdown
                     else:
+                        measuring = False
                         lhrs.append((i, lhr))
                         run.fcp = audit_value(lhr, "first-contentful-paint")
                         run.interactive = audit_value(lhr, "interactive")

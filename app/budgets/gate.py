@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import re
+import statistics
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,29 @@ def slow_host_warning(lhrs: Sequence[Mapping[str, Any]]) -> str | None:
     if not hints:
         return None
     return f"warning: {min(hints)[1]} (README: Lighthouse on slow or fast hosts)"
+
+
+def calibration_note(lhrs: Sequence[Mapping[str, Any]]) -> str | None:
+    """For FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=auto: the slowdown the mobile audits ran
+    with and the host speed it was calibrated to, so a CI log says what its numbers stand for."""
+    configs = [lhr.get("configSettings") or {} for lhr in lhrs]
+    slowdowns = {
+        (c.get("throttling") or {}).get("cpuSlowdownMultiplier")
+        for c in configs
+        if c.get("formFactor") == "mobile"
+    }
+    indexes = [
+        i
+        for lhr in lhrs
+        if isinstance(i := (lhr.get("environment") or {}).get("benchmarkIndex"), int | float)
+    ]
+    if not slowdowns or not indexes:
+        return None
+    used = ", ".join(f"{s:g}x" for s in sorted(s for s in slowdowns if isinstance(s, int | float)))
+    return (
+        f"Lighthouse: mobile CPU slowdown {used}, calibrated to this host"
+        f" (benchmarkIndex {statistics.median(indexes):.0f}; FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=auto)"
+    )
 
 
 def _looks_like_lhr(data: Any) -> bool:
@@ -270,6 +294,9 @@ def run_gate(opts: GateOptions, settings: Settings, console: Console, errors: Co
         outcome = judge(opts, settings)
         verdicts = outcome.verdicts
         report.print_table(verdicts, console, outcome.baseline, outcome.regressions)
+        auto = opts.url is not None and settings.lighthouse_cpu_slowdown(opts.preset) == "auto"
+        if auto and (note := calibration_note(outcome.data.lighthouse or [])):
+            errors.print(note, highlight=False, markup=False, soft_wrap=True)
         if warning := slow_host_warning(outcome.data.lighthouse or []):
             errors.print(warning, highlight=False, markup=False, soft_wrap=True)
         write_outputs(opts, outcome)

@@ -19,6 +19,7 @@ from gate_site import serve_site, session_lhrs
 from typer.testing import CliRunner
 
 from app import cli
+from app.budgets.gate import calibration_note
 from probes.lighthouse import load_lhr
 
 pytestmark = pytest.mark.slow
@@ -139,6 +140,21 @@ def test_reports_from_a_slow_host_get_a_calibration_hint(lhr_dir: Path, tmp_path
         assert ("FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=1.3 calibrates" in proc.stderr) is hinted
 
 
+def test_the_calibration_note_names_the_slowdown_and_the_host_speed() -> None:
+    def lhr(form: str, slowdown: float, index: float | None) -> dict[str, object]:
+        return {"configSettings": {"formFactor": form, "throttling": {"cpuSlowdownMultiplier": slowdown}},
+                "environment": {"benchmarkIndex": index}}  # fmt: skip
+
+    note = calibration_note([lhr("mobile", 2.1, 780), lhr("mobile", 2.1, 820), lhr("mobile", 2.1, 700)])
+    assert note == (
+        "Lighthouse: mobile CPU slowdown 2.1x, calibrated to this host (benchmarkIndex 780;"
+        " FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=auto)"
+    )
+    assert calibration_note([lhr("desktop", 1, 780)]) is None  # nothing was slowed down
+    assert calibration_note([lhr("mobile", 2.1, None)]) is None
+    assert calibration_note([]) is None
+
+
 def test_usage_and_infrastructure_errors(lhr_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text("budgets:\n  - metric: lab:LCP\n    fail: slow\n")
@@ -194,7 +210,7 @@ def test_url_mode_runs_lighthouse_and_a_flow(site: str, tmp_path: Path) -> None:
     junit = tmp_path / "out.xml"
     proc = gate("--budgets", tmp_path / "b.yml", "--url", f"{site}/fast/", "--runs", "2", "--flow", tmp_path / "flow.py",
                 "--allow-private", "--junit", junit, "--output-dir", tmp_path / "kept", timeout=400,
-                env={"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN": "2"})  # fmt: skip
+                env={"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN": "auto"})  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the checkout step loads 255 KiB of script
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
     assert cases["bytes:script [checkout] (flow)"].find("failure") is not None
@@ -203,13 +219,15 @@ def test_url_mode_runs_lighthouse_and_a_flow(site: str, tmp_path: Path) -> None:
     assert cases["category:accessibility (lighthouse)"].find("failure") is None  # /fast/ scores 1
     # The kept reports can be judged again later, e.g. by another budget file.
     kept = tmp_path / "kept" / "lighthouse" / "runs"
-    assert len(list(kept.glob("lhr-*.json.gz"))) == 2
-    # Mobile audits ran with the host's calibrated CPU slowdown instead of Lighthouse's 4x.
-    for lhr in map(load_lhr, kept.glob("lhr-*.json.gz")):
-        assert (
-            lhr["configSettings"]["formFactor"],
-            lhr["configSettings"]["throttling"]["cpuSlowdownMultiplier"],
-        ) == ("mobile", 2)
+    lhrs = [load_lhr(p) for p in sorted(kept.glob("lhr-*.json.gz"))]
+    assert len(lhrs) == 2  # a run that only measured the host (auto) is not kept
+    # Both mobile audits ran with the one CPU slowdown calibrated to this host, and stderr says so.
+    slowdowns = {lhr["configSettings"]["throttling"]["cpuSlowdownMultiplier"] for lhr in lhrs}
+    assert {lhr["configSettings"]["formFactor"] for lhr in lhrs} == {"mobile"}
+    assert len(slowdowns) == 1
+    assert f"Lighthouse: mobile CPU slowdown {slowdowns.pop():g}x, calibrated to this host" in proc.stderr
+    assert "FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=auto" in proc.stderr
+    assert "calibrates it" not in proc.stderr  # calibrated: no slow-host hint
     (tmp_path / "strict.yml").write_text('budgets:\n  - {metric: "lab:requests", fail: 0}\n')
     again = CliRunner().invoke(
         cli.app, ["gate", "--budgets", str(tmp_path / "strict.yml"), "--lhr", str(kept)]

@@ -181,6 +181,7 @@ async def test_a_lighthouse_run_shows_scores_metrics_in_units_and_resources(chec
     assert hint
     assert "a phone 1.8x slower" in hint[1]
     assert "FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=2.2 calibrates it" in hint[1]
+    assert 'id="lighthouse-calibration"' not in page  # no run was made to measure the host
     assert '<td>performance</td><td class="num needs_improvement">87</td>' in page
     assert '<td>accessibility</td><td class="num good">100</td>' in page
     rows = dict(re.findall(r'<tr data-audit="[^"]+"><td>([^<]+)</td><td class="num">([^<]+)</td>', page))
@@ -190,3 +191,23 @@ async def test_a_lighthouse_run_shows_scores_metrics_in_units_and_resources(chec
     assert rows["Total Blocking Time"] == "\u2013"  # not in this report
     assert '<tr data-type="script"><td>Script</td><td class="num">3</td><td class="num">24.4 KB</td>' in page
     assert '<tr data-type="total"><td>Total</td><td class="num">9</td><td class="num">1.1 MB</td>' in page
+
+
+async def test_a_run_that_only_measured_the_host_is_named(checks_app: Any) -> None:
+    """FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=auto on a host not yet measured: the first run
+    measured it at 4x and was not counted; the page says which run and why."""
+    client, db, ids = checks_app
+    run = await check_data.start_run(db=db, check_id=ids["shop flow"], trigger="manual")
+    assert run.id is not None
+    runs = [{"index": 0, "calibration": True}, {"index": 1, "calibration": False}]
+    await check_data.finish_run(
+        db=db, run_id=run.id, status="passed",
+        result={"status": "passed", "scores": {"performance": 0.9}, "preset": "mobile", "runs": runs,
+                "benchmark_index": 790.0, "cpu_slowdown": 2.1},
+    )  # fmt: skip
+    await sign_in(client, ADMIN)
+    page = (await client.get(f"/ui/runs/{run.id}")).text
+    note = re.search(r'<p id="lighthouse-calibration"[^>]*>(.*?)</p>', page, re.S)
+    assert note
+    assert note[1].startswith("Run 1 measured this host at Lighthouse's 4\u00d7 and was not counted")
+    assert 'id="lighthouse-host-hint"' not in page  # 2.1x fits a host of benchmarkIndex 790

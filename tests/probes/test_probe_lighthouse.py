@@ -26,6 +26,7 @@ from probes import procs
 from probes.browser import find_chromium
 from probes.lighthouse import (
     METRICS,
+    HostCalibration,
     audit_lock,
     calibrated_slowdown,
     choose_representative,
@@ -102,6 +103,46 @@ def test_a_slow_host_gets_a_calibration_hint(index: float | None, slowdown: floa
     if phone:
         assert f"a phone {phone} slower" in str(hint)
         assert f"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN={calibrated_slowdown(index or 0):g}" in str(hint)
+
+
+def test_host_calibration_keeps_4x_near_the_reference_speed() -> None:
+    near = HostCalibration()
+    assert near.slowdown is None  # not measured yet
+    near.observe(1300)  # 3.5x wanted: within 20 % of 4x, which stays (the LHCI-identical runs)
+    assert near.slowdown == 4.0
+    assert near.benchmark_index == 1300
+
+
+def test_host_calibration_scales_the_slowdown_to_a_slow_or_fast_host() -> None:
+    slow, fast = HostCalibration(), HostCalibration()
+    slow.observe(750)
+    fast.observe(3900)
+    assert (slow.slowdown, fast.slowdown) == (2.0, 10.4)
+    for reading in (None, True, 0, -5, float("nan"), float("inf"), "900"):
+        slow.observe(reading)  # what is not a reading changes nothing
+    assert slow.slowdown == 2.0
+    assert slow.benchmark_index == 750
+
+
+def test_host_calibration_follows_the_median_with_hysteresis() -> None:
+    cal = HostCalibration()
+    for reading in (750, 800, 700):
+        cal.observe(reading)
+    assert cal.slowdown == 2.0  # median 750; 800 asked for 2.1, within 20 %: no step
+    cal.observe(5000)  # one outlier moves the median to 775 only
+    assert cal.slowdown == 2.0
+    for _ in range(5):
+        cal.observe(1100)  # the host got faster for good
+    # One step, when the median (950) first asked for more than 20 % more (2.5x); the 2.9x that
+    # the median of 1100 asks for now is within 20 % of that.
+    assert cal.benchmark_index == 1100
+    assert cal.slowdown == 2.5
+    window = HostCalibration()
+    for _ in range(20):
+        window.observe(3000)
+    for _ in range(9):
+        window.observe(1500)  # only the last nine readings count
+    assert (window.benchmark_index, window.slowdown) == (1500, 4.0)
 
 
 def test_representative_run_matches_lhci_javascript() -> None:

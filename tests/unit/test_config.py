@@ -175,10 +175,19 @@ def test_settings_that_would_disable_a_protection_are_refused(variable: str, raw
         Settings.from_env({variable: raw})
 
 
-@pytest.mark.parametrize("raw", ["0.5", "21", "nan"])
+@pytest.mark.parametrize("raw", ["0.5", "21", "nan", "fast", "", "auto4"])
 def test_the_mobile_cpu_slowdown_must_be_one_lighthouse_takes(raw: str) -> None:
-    with pytest.raises(SettingsError, match="FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN"):
+    with pytest.raises(
+        SettingsError, match=r"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=.* between 1 and 20, or auto"
+    ):
         Settings.from_env({"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN": raw})
+
+
+@pytest.mark.parametrize("raw", ["auto", "AUTO", " auto "])
+def test_an_auto_mobile_cpu_slowdown_calibrates_every_preset_s_audits(raw: str) -> None:
+    auto = Settings.from_env({"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN": raw})
+    # Desktop audits apply no slowdown, but they measure the same host for the mobile ones.
+    assert auto.lighthouse_cpu_slowdown("mobile") == auto.lighthouse_cpu_slowdown("desktop") == "auto"
 
 
 def test_the_mobile_cpu_slowdown_applies_to_mobile_audits_only() -> None:
@@ -186,3 +195,9 @@ def test_the_mobile_cpu_slowdown_applies_to_mobile_audits_only() -> None:
     assert slower_host.lighthouse_cpu_slowdown("mobile") == 2.5
     assert slower_host.lighthouse_cpu_slowdown("desktop") is None
     assert Settings().lighthouse_cpu_slowdown("mobile") is None  # Lighthouse's own 4x
+    assert (
+        Settings.from_env({"FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN": "4.0"}).lighthouse_cpu_slowdown(
+            "mobile"
+        )
+        is None
+    )
