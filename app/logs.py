@@ -48,6 +48,11 @@ class _TextFormatter(logging.Formatter):
         return f"{text}  request_id={rid}" if rid else text
 
 
+class _AlembicPreamble(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Context impl ", "Will assume "))
+
+
 def configure_logging(
     level: str = "INFO", *, json_lines: bool | None = None, stream: TextIO | None = None
 ) -> None:
@@ -67,3 +72,9 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic says at INFO on every start which plugins it loaded and which dialect it uses;
+    # what it did ("Running upgrade a -> b") stays.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, root.level))
+    migration = logging.getLogger("alembic.runtime.migration")
+    if not any(isinstance(f, _AlembicPreamble) for f in migration.filters):
+        migration.addFilter(_AlembicPreamble())

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -18,6 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import documented_settings
+from app.db import upgrade_database
+from app.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -339,3 +343,19 @@ def test_bad_setting_exits_2_naming_the_variable(database_url: str) -> None:
     assert result.returncode == 2
     assert "FIELDLAB_SQLITE_BUSY_TIMEOUT_MS" in result.stderr
     assert "'soon'" in result.stderr
+
+
+def test_a_migration_logs_what_it_did_not_how_alembic_started(tmp_path: Path) -> None:
+    """As `serve` logs it: Alembic's "Running upgrade" lines, not its plugin and dialect chatter."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("info", json_lines=True, stream=stream)
+        upgrade_database(f"sqlite+aiosqlite:///{tmp_path}/fresh.db")
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    said = [json.loads(line)["msg"] for line in stream.getvalue().splitlines()]
+    assert any(m.startswith("Running upgrade  -> ") for m in said), said
+    assert not [m for m in said if m.startswith(("setup plugin", "Context impl", "Will assume"))]
