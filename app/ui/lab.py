@@ -1,21 +1,34 @@
-"""The latest lab numbers per page group, for the page-groups table: each of the site's checks'
-newest run that measured pages, its navigations mapped to page groups by the site's own rules (the same
-function the ingest path uses for field data), newest run first."""
+"""Lab numbers for the site pages, beside the field's: the latest per page group (the page-groups
+table: each of the site's checks' newest run that measured pages) and each check's runs over a
+range (the trends charts). A run's navigations are mapped to page groups by the site's own rules
+(the same function the ingest path uses for field data)."""
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
+
+from sqlmodel import col, select
 
 from app import checks as check_data
 from app.db import Database
 from app.ingest.normalise import page_group
-from app.models import CheckRun, Site
+from app.models import Check, CheckRun, Site
 
-# Lighthouse audit ids of the vitals a lab run can have (a navigation has no INP).
-LIGHTHOUSE = {"LCP": "largest-contentful-paint", "CLS": "cumulative-layout-shift"}
+# Lighthouse audit ids of the vitals a lab run can have (a navigation has no INP; Lighthouse's
+# server-response-time is the document's alone, not TTFB as web-vitals measures it).
+LIGHTHOUSE = {
+    "LCP": "largest-contentful-paint",
+    "CLS": "cumulative-layout-shift",
+    "FCP": "first-contentful-paint",
+}
 RECENT_RUNS = 10
 MEASURED = ("passed", "flaky", "failed")
+# Runs per check on a trends chart: a check every 5 minutes has 8,640 runs in 30 days, whose
+# results would be megabytes to read for one page view; evenly spread ones show the trend.
+MAX_TREND_RUNS = 180
 
 
 def _navigations(kind: str, result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -54,3 +67,82 @@ async def latest_by_group(*, db: Database, site: Site) -> dict[str, dict[str, An
                     "check": name,
                 }
     return out
+
+
+def run_vitals(
+    kind: str, result: dict[str, Any], *, group: str | None, rules: Sequence[dict[str, str]]
+) -> dict[str, float]:
+    """A run's lab vitals: each metric from the first navigation that has it (within page
+    ``group`` if one is given, by the site's page-group ``rules``)."""
+    out: dict[str, float] = {}
+    for url, vitals in _navigations(kind, result):
+        if group is not None and page_group(urlsplit(url).path or "/", rules) != group:
+            continue
+        for metric, value in vitals.items():
+            if metric not in out and isinstance(value, int | float) and not isinstance(value, bool):
+                out[metric] = float(value)
+    return out
+
+
+def spread(n: int, limit: int) -> list[int]:
+    """At most ``limit`` indices of ``range(n)``, evenly spaced, the last one always in."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+
+
+async def lab_trends(
+    *, db: Database, site: Site, since_ms: int, until_ms: int, group: str | None, device: str | None
+) -> list[dict[str, Any]]:
+    """Each of the site's checks that measured pages in the range (and on ``device``, if one is
+    chosen): ``{"check", "check_id", "points": {metric: [(started s, value), ...]}, "summary":
+    {metric: {"runs", "median", "latest"}}, "total", "sampled"}``, from at most MAX_TREND_RUNS
+    of its ``total`` runs in the range, spread over it (``sampled`` if there were more)."""
+    checks = [c for c in await check_data.list_checks(db=db) if c.site_id == site.id and c.id is not None]
+    out = []
+    for check in checks:
+        if device is not None and check.device != device:
+            continue
+        points, total = await _check_points(db, check, since_ms, until_ms, group, site.page_groups)
+        if any(points.values()):
+            summary = {
+                m: {
+                    "runs": len(series),
+                    "median": statistics.median(v for _, v in series),
+                    "latest": series[-1][1],
+                }
+                for m, series in points.items()
+            }
+            out.append({"check": check.name, "check_id": check.id, "points": points, "summary": summary,
+                        "sampled": total > MAX_TREND_RUNS, "total": total})  # fmt: skip
+    return out
+
+
+async def _check_points(
+    db: Database,
+    check: Check,
+    since_ms: int,
+    until_ms: int,
+    group: str | None,
+    rules: Sequence[dict[str, str]],
+) -> tuple[dict[str, list[tuple[int, float]]], int]:
+    """Values per metric of the runs chosen, and how many measured runs the range has."""
+    in_range = (
+        CheckRun.check_id == check.id,
+        col(CheckRun.started_ms) >= since_ms,
+        col(CheckRun.started_ms) < until_ms,
+        col(CheckRun.status).in_(MEASURED),
+    )
+    async with db.read() as session:
+        ids = (
+            await session.exec(select(CheckRun.id).where(*in_range).order_by(col(CheckRun.started_ms)))
+        ).all()
+        chosen = [ids[i] for i in spread(len(ids), MAX_TREND_RUNS)]
+        runs = (
+            (await session.exec(select(CheckRun).where(col(CheckRun.id).in_(chosen)))).all() if chosen else []
+        )
+    points: dict[str, list[tuple[int, float]]] = {}
+    for run in sorted(runs, key=lambda r: r.started_ms):
+        for metric, value in run_vitals(check.kind, run.result or {}, group=group, rules=rules).items():
+            points.setdefault(metric, []).append((run.started_ms // 1000, value))
+    return points, len(ids)

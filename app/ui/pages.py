@@ -20,7 +20,7 @@ from app.ui import budgetlines, data, format
 from app.ui.auth import require_admin_session
 from app.ui.budgets import open_alerts
 from app.ui.context import page, readable_site, visible_sites
-from app.ui.lab import latest_by_group
+from app.ui.lab import lab_trends, latest_by_group
 from app.ui.selfsite import self_site_key
 
 NAV_LABELS = {"navigate": "navigate", "reload": "reload", "back-forward": "back/forward",
@@ -105,14 +105,19 @@ async def trends(request: Request[Any, Any, Any], site_id: int) -> Template:
     spec = budgetlines.spec_of(request.app.state, services(request).settings.budgets_file)
     budget = {m: budgetlines.lines(spec, metric=m, group=view.filters.get("group"), device=view.filters.get("device"))
               for m in data.METRICS}  # fmt: skip
+    # Lab beside field: the site's checks' runs over the same range, page group and device.
+    lab = await lab_trends(db=services(request).db, site=site, since_ms=view.since_ms, until_ms=view.until_ms,
+                           group=view.filters.get("group"), device=view.filters.get("device"))  # fmt: skip
     chart = {
         "trends": [{"metric": m, "thresholds": THRESHOLDS[m], "x": [p["t"] // 1000 for p in got["lines"][m]],
-                    "y": [p["value"] for p in got["lines"][m]], "budget": budget[m]} for m in data.METRICS],
+                    "y": [p["value"] for p in got["lines"][m]], "budget": budget[m],
+                    "lab": [{"name": c["check"], "x": [t for t, _ in c["points"][m]], "y": [v for _, v in c["points"][m]]}
+                            for c in lab if c["points"].get(m)]} for m in data.METRICS],
         "histogram": {"metric": view.metric, "bins": got["bins"]},
         "markers": [{"t": d["t"] // 1000, "label": d["commit"][:7]} for d in deploys],
     }  # fmt: skip
     return await site_page(request, site_id, "trends.html", charts=True, got=got, chart=chart,
-                            metrics=data.METRICS, deploys=deploys, budget=budget)  # fmt: skip
+                            metrics=data.METRICS, deploys=deploys, budget=budget, lab=lab)  # fmt: skip
 
 
 @get("/sites/{site_id:int}/pages", include_in_schema=False)

@@ -29,6 +29,7 @@ from app.budgets.alerts import AlertPolicy
 from app.budgets.verdict import Verdict
 from app.config import Settings
 from app.db import Database
+from app.models import Check, CheckRun
 from app.sites import create_site, create_token
 from tests.conftest import ADMIN, BROWSER_UA, ROOT, LiveServer
 from tests.integration.ui_data import THIRD_PARTY_JS, seed
@@ -47,6 +48,33 @@ PAINTED = """el => {
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
   let n = 0;
   for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+  return n;
+}"""
+
+
+async def lab_history(db: Database, site_id: int) -> None:
+    """A flow check of the site with a run every 4 hours over the week (lab beside field)."""
+    async with db.write() as session:
+        check = Check(name="journey", kind="flow", target="https://shop.example", site_id=site_id,
+                      interval_s=14_400, created_ms=0)  # fmt: skip
+        session.add(check)
+    now = int(time.time() * 1000)
+    async with db.write() as session:
+        session.add_all(
+            CheckRun(check_id=check.id, status="passed", trigger="schedule", started_ms=now - i * 14_400_000,
+                     result={"steps": [{"name": "home", "navigations": [{"url": "https://shop.example/",
+                             "vitals": {"LCP": 1500.0 + 40 * (i % 9), "FCP": 700.0, "CLS": 0.01}}]}]})
+            for i in range(42)
+        )  # fmt: skip
+
+
+PAINTED_AS = """(el, rgb) => {
+  const c = el.querySelector('canvas');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i + 3] > 200 && Math.abs(d[i] - rgb[0]) < 8 && Math.abs(d[i + 1] - rgb[1]) < 8 && Math.abs(d[i + 2] - rgb[2]) < 8) n++;
+  }
   return n;
 }"""
 
@@ -80,6 +108,7 @@ def seeded(sqlite_template: Path, tmp_path: Path) -> Iterator[Seeded]:
                               actual=4700.0, limit=2500.0, margin=-2200.0, unit="ms", samples=1000)  # fmt: skip
             await store.record_verdicts(db=db, scope=f"site:{site.id}", verdicts=[failing],
                                         policy=AlertPolicy(k=1, n=1), payload_for=lambda *_: {})  # fmt: skip
+            await lab_history(db, site.id)
             _, read = await create_token(db=db, scope="read", name="viewer")
             return site.id, read
         finally:
@@ -149,6 +178,10 @@ async def test_every_page_renders_and_charts_draw(seeded: Seeded, browser: Brows
         await page.wait_for_selector(f'[data-chart="{chart}"] canvas')
         painted = await page.locator(f'[data-chart="{chart}"]').evaluate(PAINTED)
         assert painted > 500, f"{chart} chart is blank ({painted} painted pixels)"
+    # The check's lab runs are points of their own colour on the LCP chart, in its legend too.
+    lab_pixels = await page.locator('[data-chart="LCP"]').evaluate(PAINTED_AS, [194, 65, 12])
+    assert lab_pixels > 42, f"no lab points on the LCP chart ({lab_pixels} pixels of their colour)"
+    assert "journey (lab)" in await page.locator('[data-chart="LCP"]').inner_text()
     await page.evaluate("scrollTo(0, 0)")
     assert [u for u in requested if "/static/ui/charts." in u]
     everyone = await lcp_p75(page)

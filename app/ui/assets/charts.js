@@ -3,6 +3,7 @@
 import uPlot from 'uplot';
 
 const COLORS = {good: '#0a7a3e', needs_improvement: '#9a4f00', poor: '#b42318', line: '#0b57d0'};
+const LAB = ['#c2410c', '#7c3aed', '#0f766e', '#a16207']; // one per check, then again
 
 function fmt(metric, v) {
   if (v == null) return '–';
@@ -76,8 +77,16 @@ function width(el) {
   return Math.max(240, el.clientWidth || 480);
 }
 
+// Field p75 as a line; each check's lab runs (c.lab) as points of their own on the same time
+// axis. The tables are joined on time: the field line keeps its gaps (empty buckets), the lab
+// points are drawn where a run was.
 function trend(el, c, markers) {
-  const top = Math.max(c.thresholds[1] * 1.1, c.budget && c.budget.fail ? c.budget.fail * 1.1 : 0, ...c.y.filter((v) => v != null));
+  const lab = c.lab || [];
+  const values = [...c.y, ...lab.flatMap((l) => l.y)].filter((v) => v != null);
+  const top = Math.max(c.thresholds[1] * 1.1, c.budget && c.budget.fail ? c.budget.fail * 1.1 : 0, ...values);
+  const data = lab.length
+    ? uPlot.join([[c.x, c.y], ...lab.map((l) => [l.x, l.y])], [[2], ...lab.map(() => [0])])
+    : [c.x, c.y];
   return new uPlot(
     {
       width: width(el),
@@ -88,11 +97,15 @@ function trend(el, c, markers) {
         {},
         {label: `p75 ${c.metric}`, stroke: COLORS.line, width: 2, spanGaps: false,
          value: (u, v) => fmt(c.metric, v), points: {show: c.x.length < 60}},
+        ...lab.map((l, i) => ({
+          label: `${l.name} (lab)`, stroke: LAB[i % LAB.length], paths: () => null, value: (u, v) => fmt(c.metric, v),
+          points: {show: true, size: 5, stroke: LAB[i % LAB.length], fill: LAB[i % LAB.length]},
+        })),
       ],
       hooks: {drawAxes: [thresholdLines(c.thresholds), budgetLines(c.budget || {}), deployLines(markers)]},
       legend: {show: true},
     },
-    [c.x, c.y],
+    data,
     el,
   );
 }

@@ -1,0 +1,180 @@
+"""Lab beside field over time, on SQLite and PostgreSQL: the trends page's charts carry each of
+the site's checks' runs in the range (page group and device filters applied, at most
+MAX_TREND_RUNS of them spread over the range) and say so under each chart."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app import checks as check_data
+from app.config import Settings
+from app.db import Database
+from app.models import CheckRun
+from app.server import create_app
+from app.sites import create_site
+from app.ui.data import now_ms
+from app.ui.lab import MAX_TREND_RUNS, run_vitals, spread
+from tests.conftest import ADMIN
+from tests.integration.ui_data import sign_in
+
+Client = AsyncTestClient[Litestar]
+HOUR = 3_600_000
+RULES = [{"pattern": "/product/*", "group": "/product/:id"}]
+
+
+def navigation(url: str, lcp: float) -> dict[str, Any]:
+    return {"url": url, "kind": "navigation", "vitals": {"TTFB": 80.0, "FCP": 300.0, "LCP": lcp, "CLS": 0.02}}
+
+
+def flow(home_lcp: float, product_lcp: float) -> dict[str, Any]:
+    """A flow result as probes.results writes it: two steps, one navigation each."""
+    return {"status": "passed", "steps": [
+        {"name": "home", "navigations": [navigation("https://shop.example/", home_lcp)]},
+        {"name": "product", "navigations": [navigation("https://shop.example/product/7?ref=x", product_lcp)]},
+    ]}  # fmt: skip
+
+
+def audit(lcp: float) -> dict[str, Any]:
+    return {"status": "passed", "final_url": "https://shop.example/", "metrics": {
+        "largest-contentful-paint": lcp, "first-contentful-paint": 900.0, "cumulative-layout-shift": 0.1,
+        "server-response-time": 120.0}}  # fmt: skip
+
+
+@pytest.fixture
+async def lab_app(
+    settings: Settings, tmp_path: Path
+) -> AsyncIterator[tuple[Client, Database, dict[str, Any]]]:
+    settings = replace(settings, data_dir=str(tmp_path / "data"), scheduler=False)
+    db = Database(settings)
+    site = await create_site(db=db, name="shop", origins=["https://shop.example"], page_groups=RULES)
+    now = now_ms()
+    ids: dict[str, Any] = {"site": site.id, "now": now}
+    async with db.write() as session:
+        checks = {
+            "journey": check_data.Check(name="journey", kind="flow", target="https://shop.example", device="desktop",
+                                        site_id=site.id, interval_s=300, created_ms=0),
+            "home audit": check_data.Check(name="home audit", kind="lighthouse", target="https://shop.example/",
+                                           device="mobile", site_id=site.id, interval_s=3600, created_ms=0),
+        }  # fmt: skip
+        session.add_all(checks.values())
+    async with db.write() as session:
+        for name, check in checks.items():
+            ids[name] = check.id
+        runs = [
+            # journey: three measured runs in the last 7 days, one too old, one that measured nothing
+            (checks["journey"].id, now - 50 * HOUR, "passed", flow(1000, 2000)),
+            (checks["journey"].id, now - 30 * HOUR, "failed", flow(1100, 2200)),
+            (checks["journey"].id, now - 10 * HOUR, "flaky", flow(1200, 2400)),
+            (checks["journey"].id, now - 9 * 24 * HOUR, "passed", flow(9000, 9000)),
+            (checks["journey"].id, now - 5 * HOUR, "error", {"status": "error"}),
+            (checks["home audit"].id, now - 20 * HOUR, "passed", audit(2500)),
+        ]
+        session.add_all(
+            CheckRun(check_id=c, status=s, trigger="schedule", started_ms=t, finished_ms=t + 1000, result=r)
+            for c, t, s, r in runs
+        )
+    async with AsyncTestClient(app=create_app(settings), base_url="http://127.0.0.1:8000") as client:
+        client.follow_redirects = False
+        await sign_in(client, ADMIN)
+        yield client, db, ids
+    await db.dispose()
+
+
+async def trends(client: Client, site_id: int, query: str = "") -> tuple[dict[str, Any], str]:
+    page = await client.get(f"/ui/sites/{site_id}/trends{query}")
+    assert page.status_code == 200, page.text
+    chart = json.loads(re.search(r'id="chart-data">(.*?)</script>', page.text, re.S)[1])  # type: ignore[index]
+    return {c["metric"]: c["lab"] for c in chart["trends"]}, page.text
+
+
+def notes(page: str, metric: str) -> list[str]:
+    found = re.findall(rf'<p class="lab muted" data-lab="{metric}">(.*?)</p>', page, re.S)
+    return [" ".join(unescape(re.sub(r"<[^>]+>", "", n)).split()) for n in found]
+
+
+async def test_each_check_s_runs_in_the_range_beside_the_field_line(lab_app: Any) -> None:
+    client, _, ids = lab_app
+    lab, page = await trends(client, ids["site"])
+
+    def t(hours_ago: int) -> int:
+        return int((ids["now"] - hours_ago * HOUR) // 1000)
+
+    # The first navigation with the metric (home); runs out of range or without numbers are left out.
+    assert lab["LCP"] == [
+        {"name": "journey", "x": [t(50), t(30), t(10)], "y": [1000.0, 1100.0, 1200.0]},
+        {"name": "home audit", "x": [t(20)], "y": [2500.0]},
+    ]
+    assert [s["name"] for s in lab["FCP"]] == ["journey", "home audit"]
+    assert [s["name"] for s in lab["TTFB"]] == ["journey"]  # Lighthouse's server-response-time is not TTFB
+    assert lab["INP"] == []  # no interaction in these flows
+    assert notes(page, "LCP") == [
+        "Lab, journey: 3 runs, median 1.10 s, latest 1.20 s",
+        "Lab, home audit: 1 run, median 2.50 s, latest 2.50 s",
+    ]
+    assert notes(page, "INP") == []
+    assert "coloured points at the lab runs" in page
+
+
+async def test_page_group_and_device_filters_apply_to_lab_runs(lab_app: Any) -> None:
+    client, _, ids = lab_app
+    product, _ = await trends(client, ids["site"], "?group=/product/:id")
+    assert product["LCP"] == [{"name": "journey", "x": product["LCP"][0]["x"], "y": [2000.0, 2200.0, 2400.0]}]
+    mobile, page = await trends(client, ids["site"], "?device=mobile")
+    assert [s["name"] for s in mobile["LCP"]] == ["home audit"]
+    assert notes(page, "LCP") == ["Lab, home audit: 1 run, median 2.50 s, latest 2.50 s"]
+    tablet, page = await trends(client, ids["site"], "?device=tablet")
+    assert all(series == [] for series in tablet.values())
+    assert "coloured points" not in page
+
+
+async def test_a_busy_check_is_spread_over_the_range(lab_app: Any) -> None:
+    client, db, ids = lab_app
+    total = MAX_TREND_RUNS + 40
+    start = ids["now"] - 6 * 24 * HOUR
+    async with db.write() as session:
+        session.add_all(
+            CheckRun(check_id=ids["home audit"], status="passed", trigger="schedule", started_ms=start + i * 60_000,
+                     result=audit(3000.0 + i))
+            for i in range(total)
+        )  # fmt: skip
+    lab, page = await trends(client, ids["site"], "?device=mobile")
+    [series] = lab["LCP"]
+    assert len(series["x"]) == MAX_TREND_RUNS
+    assert series["y"][0] == 3000.0  # the first run and the last are always in
+    assert series["y"][-1] == 2500.0  # the run 20 h ago is the newest
+    assert series["x"] == sorted(series["x"])
+    assert f"{MAX_TREND_RUNS} runs (spread over the range's {total + 1})" in notes(page, "LCP")[0]
+
+
+def test_run_vitals_takes_the_first_navigation_with_each_metric() -> None:
+    result = flow(1000, 2000)
+    result["steps"][1]["navigations"][0]["vitals"]["INP"] = 180.0
+    assert run_vitals("flow", result, group=None, rules=RULES) == {
+        "TTFB": 80.0, "FCP": 300.0, "LCP": 1000.0, "CLS": 0.02, "INP": 180.0
+    }  # fmt: skip
+    assert run_vitals("flow", result, group="/product/:id", rules=RULES)["LCP"] == 2000.0
+    assert run_vitals("flow", result, group="/cart", rules=RULES) == {}
+    assert run_vitals("lighthouse", audit(2500), group="/", rules=RULES) == {
+        "LCP": 2500.0,
+        "CLS": 0.1,
+        "FCP": 900.0,
+    }
+    assert run_vitals("flow", {"steps": [{"navigations": [{"url": "https://shop.example/", "vitals": {"LCP": None, "CLS": True}}]}]},
+                      group=None, rules=RULES) == {}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("n", "limit", "expected"), [(0, 3, []), (2, 3, [0, 1]), (5, 3, [0, 2, 4]), (10, 4, [0, 3, 6, 9])]
+)
+def test_spread_keeps_the_ends_and_spaces_the_rest(n: int, limit: int, expected: list[int]) -> None:
+    assert spread(n, limit) == expected
