@@ -274,6 +274,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             field.series,
             field.distribution,
             field.top_attribution,
+            field.lab_series,
             field.batch,
             admin.slow_queries,
             admin.run_job,

@@ -1,7 +1,9 @@
-"""Field data API: summary, series, distribution, attribution and a batch query.
+"""Field data API: summary, series, distribution, attribution and a batch query; and the lab
+numbers of the same range beside them (``/lab``).
 
-Every answer goes through the query cache (invalidated when new data for the site lands) and
-carries an ETag; a conditional GET with a matching ``If-None-Match`` gets 304.
+Every field answer goes through the query cache (invalidated when new data for the site lands)
+and carries an ETag; a conditional GET with a matching ``If-None-Match`` gets 304. The lab
+answer is read afresh (runs land without a beacon to invalidate the cache).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from litestar.exceptions import HTTPException, NotFoundException, PermissionDeni
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
+from app import lab
 from app.api.deps import principal_of, require_read, services
 from app.config import Settings
 from app.field import attribution, query
@@ -103,6 +106,29 @@ class AttributionOut(msgspec.Struct):
     metric: str
     by: str
     items: list[AttributionItem]
+
+
+class LabPoint(msgspec.Struct):
+    t: int  # the run's start, epoch ms (UTC)
+    value: float
+    run_id: int
+
+
+class LabCheck(msgspec.Struct):
+    check_id: int
+    check: str
+    kind: str
+    device: str
+    runs_in_range: int  # measured runs of the check in the range; points has at most 180 of them
+    sampled: bool  # true when points is a spread of runs_in_range, not all of them
+    median: float
+    latest: float
+    points: list[LabPoint]
+
+
+class LabOut(Covered):
+    metric: str
+    checks: list[LabCheck]
 
 
 class QueryIn(msgspec.Struct):
@@ -367,6 +393,36 @@ async def top_attribution(
         return {"metric": metric, "by": chosen, "items": items}
 
     return await _answer(request, site_id, compute)
+
+
+@get("/api/v1/sites/{site_id:int}/lab", guards=[require_read], tags=["field"],
+     responses={200: ResponseSpec(data_container=LabOut, description="Each check's lab runs in the range")})  # fmt: skip
+async def lab_series(
+    request: Request[Any, Any, Any],
+    site_id: int,
+    metric: Metric = "LCP",
+    since: str | None = _COMMON["since"],
+    until: str | None = _COMMON["until"],
+    page: str | None = _COMMON["page"],
+    device: Device | None = None,
+) -> LabOut:
+    """Lab beside field: each of the site's checks' runs in the range with their value of the
+    metric (a flow's first navigation with it, or its first in `page`'s page group; Lighthouse's
+    LCP, FCP and CLS), oldest first; `device` picks checks of that device."""
+    site = await _site(request, site_id)
+    svc = services(request)
+    scope = scope_from(site, _query_params(request), bucket=None, group_by=None, metric=metric, now_ms=_now(),
+                       raw_days=svc.settings.raw_retention_days)  # fmt: skip
+    found = await lab.lab_trends(db=svc.db, site=site, since_ms=scope.since_ms, until_ms=scope.until_ms,
+                                 group=scope.filters.page_group, device=scope.filters.device)  # fmt: skip
+    checks = [
+        LabCheck(check_id=c["check_id"], check=c["check"], kind=c["kind"], device=c["device"],
+                 runs_in_range=c["total"], sampled=c["sampled"], median=c["summary"][metric]["median"],
+                 latest=c["summary"][metric]["latest"],
+                 points=[LabPoint(t=t, value=v, run_id=r) for t, v, r in c["points"][metric]])
+        for c in found if c["points"].get(metric)
+    ]  # fmt: skip
+    return LabOut(since=_iso(scope.since_ms), until=_iso(scope.until_ms), metric=metric, checks=checks)
 
 
 _KINDS = {"summary": _summary, "series": _series, "distribution": _distribution}

@@ -15,12 +15,12 @@ from app import checks as check_data
 from app.api.deps import services
 from app.budgets.store import list_markers
 from app.field.stats import THRESHOLDS
+from app.lab import lab_trends, latest_by_group
 from app.sites import Conflict, InvalidInput, create_site
 from app.ui import budgetlines, data, format
 from app.ui.auth import require_admin_session
 from app.ui.budgets import open_alerts
 from app.ui.context import page, readable_site, visible_sites
-from app.ui.lab import lab_trends, latest_by_group
 from app.ui.selfsite import self_site_key
 
 NAV_LABELS = {"navigate": "navigate", "reload": "reload", "back-forward": "back/forward",
@@ -111,7 +111,7 @@ async def trends(request: Request[Any, Any, Any], site_id: int) -> Template:
     chart = {
         "trends": [{"metric": m, "thresholds": THRESHOLDS[m], "x": [p["t"] // 1000 for p in got["lines"][m]],
                     "y": [p["value"] for p in got["lines"][m]], "budget": budget[m],
-                    "lab": [{"name": c["check"], "x": [t for t, _ in c["points"][m]], "y": [v for _, v in c["points"][m]]}
+                    "lab": [{"name": c["check"], "x": [p[0] // 1000 for p in c["points"][m]], "y": [p[1] for p in c["points"][m]]}
                             for c in lab if c["points"].get(m)]} for m in data.METRICS],
         "histogram": {"metric": view.metric, "bins": got["bins"]},
         "markers": [{"t": d["t"] // 1000, "label": d["commit"][:7]} for d in deploys],

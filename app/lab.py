@@ -1,6 +1,6 @@
-"""Lab numbers for the site pages, beside the field's: the latest per page group (the page-groups
-table: each of the site's checks' newest run that measured pages) and each check's runs over a
-range (the trends charts). A run's navigations are mapped to page groups by the site's own rules
+"""Lab numbers beside the field's: the latest per page group (the dashboard's page-groups table:
+each of the site's checks' newest run that measured pages) and each check's runs over a range
+(the trends charts and ``GET /api/v1/sites/{id}/lab``). A run's navigations are mapped to page groups by the site's own rules
 (the same function the ingest path uses for field data)."""
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ async def lab_trends(
     *, db: Database, site: Site, since_ms: int, until_ms: int, group: str | None, device: str | None
 ) -> list[dict[str, Any]]:
     """Each of the site's checks that measured pages in the range (and on ``device``, if one is
-    chosen): ``{"check", "check_id", "points": {metric: [(started s, value), ...]}, "summary":
+    chosen): ``{"check", "check_id", "kind", "device", "points": {metric: [(started ms, value,
+    run id), ...]}, "summary":
     {metric: {"runs", "median", "latest"}}, "total", "sampled"}``, from at most MAX_TREND_RUNS
     of its ``total`` runs in the range, spread over it (``sampled`` if there were more)."""
     checks = [c for c in await check_data.list_checks(db=db) if c.site_id == site.id and c.id is not None]
@@ -108,13 +109,13 @@ async def lab_trends(
             summary = {
                 m: {
                     "runs": len(series),
-                    "median": statistics.median(v for _, v in series),
+                    "median": statistics.median(p[1] for p in series),
                     "latest": series[-1][1],
                 }
                 for m, series in points.items()
             }
-            out.append({"check": check.name, "check_id": check.id, "points": points, "summary": summary,
-                        "sampled": total > MAX_TREND_RUNS, "total": total})  # fmt: skip
+            out.append({"check": check.name, "check_id": check.id, "kind": check.kind, "device": check.device,
+                        "points": points, "summary": summary, "sampled": total > MAX_TREND_RUNS, "total": total})  # fmt: skip
     return out
 
 
@@ -125,7 +126,7 @@ async def _check_points(
     until_ms: int,
     group: str | None,
     rules: Sequence[dict[str, str]],
-) -> tuple[dict[str, list[tuple[int, float]]], int]:
+) -> tuple[dict[str, list[tuple[int, float, int]]], int]:
     """Values per metric of the runs chosen, and how many measured runs the range has."""
     in_range = (
         CheckRun.check_id == check.id,
@@ -141,8 +142,9 @@ async def _check_points(
         runs = (
             (await session.exec(select(CheckRun).where(col(CheckRun.id).in_(chosen)))).all() if chosen else []
         )
-    points: dict[str, list[tuple[int, float]]] = {}
+    points: dict[str, list[tuple[int, float, int]]] = {}
     for run in sorted(runs, key=lambda r: r.started_ms):
+        assert run.id is not None
         for metric, value in run_vitals(check.kind, run.result or {}, group=group, rules=rules).items():
-            points.setdefault(metric, []).append((run.started_ms // 1000, value))
+            points.setdefault(metric, []).append((run.started_ms, value, run.id))
     return points, len(ids)

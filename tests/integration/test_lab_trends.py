@@ -1,6 +1,7 @@
 """Lab beside field over time, on SQLite and PostgreSQL: the trends page's charts carry each of
 the site's checks' runs in the range (page group and device filters applied, at most
-MAX_TREND_RUNS of them spread over the range) and say so under each chart."""
+MAX_TREND_RUNS of them spread over the range) and say so under each chart; GET
+/api/v1/sites/{id}/lab answers the same numbers."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from litestar.testing import AsyncTestClient
 from app import checks as check_data
 from app.config import Settings
 from app.db import Database
+from app.lab import MAX_TREND_RUNS, run_vitals, spread
 from app.models import CheckRun
 from app.server import create_app
-from app.sites import create_site
+from app.sites import create_site, create_token
 from app.ui.data import now_ms
-from app.ui.lab import MAX_TREND_RUNS, run_vitals, spread
 from tests.conftest import ADMIN
 from tests.integration.ui_data import sign_in
 
@@ -154,6 +155,54 @@ async def test_a_busy_check_is_spread_over_the_range(lab_app: Any) -> None:
     assert series["y"][-1] == 2500.0  # the run 20 h ago is the newest
     assert series["x"] == sorted(series["x"])
     assert f"{MAX_TREND_RUNS} runs (spread over the range's {total + 1})" in notes(page, "LCP")[0]
+
+
+async def test_the_lab_api_answers_the_same_runs(lab_app: Any) -> None:
+    client, db, ids = lab_app
+    bearer = {"Authorization": f"Bearer {ADMIN}"}
+    r = await client.get(f"/api/v1/sites/{ids['site']}/lab", params={"metric": "LCP"}, headers=bearer)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["metric"] == "LCP"
+    assert body["since"].endswith("Z")
+    assert body["until"].endswith("Z")
+    journey, audit_ = body["checks"]
+    assert (journey["check"], journey["kind"], journey["device"]) == ("journey", "flow", "desktop")
+    assert [p["value"] for p in journey["points"]] == [1000.0, 1100.0, 1200.0]
+    assert [p["t"] for p in journey["points"]] == [ids["now"] - h * HOUR for h in (50, 30, 10)]
+    assert (journey["runs_in_range"], journey["sampled"], journey["median"], journey["latest"]) == (
+        3,
+        False,
+        1100.0,
+        1200.0,
+    )
+    run = (await client.get(f"/api/v1/runs/{journey['points'][0]['run_id']}", headers=bearer)).json()
+    assert run["started_ms"] == ids["now"] - 50 * HOUR
+    assert (audit_["check"], [p["value"] for p in audit_["points"]]) == ("home audit", [2500.0])
+    # A path is mapped to its page group, as in the field endpoints; device picks the checks.
+    product = (
+        await client.get(f"/api/v1/sites/{ids['site']}/lab?page=/product/9&metric=LCP", headers=bearer)
+    ).json()
+    assert [(c["check"], [p["value"] for p in c["points"]]) for c in product["checks"]] == [
+        ("journey", [2000.0, 2200.0, 2400.0])
+    ]
+    mobile = (
+        await client.get(f"/api/v1/sites/{ids['site']}/lab?device=mobile&metric=FCP", headers=bearer)
+    ).json()
+    assert [(c["check"], c["latest"]) for c in mobile["checks"]] == [("home audit", 900.0)]
+    inp = (await client.get(f"/api/v1/sites/{ids['site']}/lab?metric=INP", headers=bearer)).json()
+    assert inp["checks"] == []
+    # Bad input names the field; a token of another site may not look.
+    for query, field in (("metric=SI", "metric"), ("since=yesterday", "since"), ("device=watch", "device")):
+        bad = await client.get(f"/api/v1/sites/{ids['site']}/lab?{query}", headers=bearer)
+        assert bad.status_code == 400, query
+        assert field in bad.json()["detail"], bad.text
+    other = await create_site(db=db, name="other", origins=["https://other.example"])
+    _, limited = await create_token(db=db, scope="read", name="other only", site_id=other.id)
+    denied = await client.get(
+        f"/api/v1/sites/{ids['site']}/lab", headers={"Authorization": f"Bearer {limited}"}
+    )
+    assert denied.status_code == 403
 
 
 def test_run_vitals_takes_the_first_navigation_with_each_metric() -> None:
