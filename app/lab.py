@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from sqlmodel import col, select
 
 from app import checks as check_data
+from app.budgets.compare import lab_value
 from app.db import Database
 from app.ingest.normalise import page_group
 from app.models import Check, CheckRun, Site
@@ -96,9 +97,9 @@ async def lab_trends(
 ) -> list[dict[str, Any]]:
     """Each of the site's checks that measured pages in the range (and on ``device``, if one is
     chosen): ``{"check", "check_id", "kind", "device", "points": {metric: [(started ms, value,
-    run id), ...]}, "summary":
-    {metric: {"runs", "median", "latest"}}, "total", "sampled"}``, from at most MAX_TREND_RUNS
-    of its ``total`` runs in the range, spread over it (``sampled`` if there were more)."""
+    run id), ...]}, "summary": {metric: {"runs", "median", "latest"}}, "total", "sampled"}``,
+    from at most MAX_TREND_RUNS of its ``total`` runs in the range, spread over it (``sampled``
+    if there were more)."""
     checks = [c for c in await check_data.list_checks(db=db) if c.site_id == site.id and c.id is not None]
     out = []
     for check in checks:
@@ -119,17 +120,13 @@ async def lab_trends(
     return out
 
 
-async def _check_points(
-    db: Database,
-    check: Check,
-    since_ms: int,
-    until_ms: int,
-    group: str | None,
-    rules: Sequence[dict[str, str]],
-) -> tuple[dict[str, list[tuple[int, float, int]]], int]:
-    """Values per metric of the runs chosen, and how many measured runs the range has."""
+async def runs_in_range(
+    db: Database, check_id: int, since_ms: int, until_ms: int
+) -> tuple[list[CheckRun], int]:
+    """At most MAX_TREND_RUNS of the check's measured runs in the range, spread over it, oldest
+    first; and how many there are in all."""
     in_range = (
-        CheckRun.check_id == check.id,
+        CheckRun.check_id == check_id,
         col(CheckRun.started_ms) >= since_ms,
         col(CheckRun.started_ms) < until_ms,
         col(CheckRun.status).in_(MEASURED),
@@ -142,9 +139,74 @@ async def _check_points(
         runs = (
             (await session.exec(select(CheckRun).where(col(CheckRun.id).in_(chosen)))).all() if chosen else []
         )
+    return sorted(runs, key=lambda r: r.started_ms), len(ids)
+
+
+async def _check_points(
+    db: Database,
+    check: Check,
+    since_ms: int,
+    until_ms: int,
+    group: str | None,
+    rules: Sequence[dict[str, str]],
+) -> tuple[dict[str, list[tuple[int, float, int]]], int]:
+    """Values per metric of the runs chosen, and how many measured runs the range has."""
+    assert check.id is not None
+    runs, total = await runs_in_range(db, check.id, since_ms, until_ms)
     points: dict[str, list[tuple[int, float, int]]] = {}
-    for run in sorted(runs, key=lambda r: r.started_ms):
+    for run in runs:
         assert run.id is not None
         for metric, value in run_vitals(check.kind, run.result or {}, group=group, rules=rules).items():
             points.setdefault(metric, []).append((run.started_ms, value, run.id))
-    return points, len(ids)
+    return points, total
+
+
+# A check's own charts: (title, unit, the budgets' lab metrics drawn; "step:*" is each step).
+CHECK_CHARTS: dict[str, list[tuple[str, str, list[str]]]] = {
+    "flow": [
+        ("Duration", "ms", ["duration", "step:*"]),
+        ("Vitals", "ms", ["LCP", "FCP", "TTFB", "INP"]),
+        ("CLS", "CLS", ["CLS"]),
+    ],
+    "lighthouse": [
+        (
+            "Scores",
+            "score",
+            ["score:performance", "score:accessibility", "score:best-practices", "score:seo"],
+        ),
+        ("Metrics", "ms", ["LCP", "FCP", "TBT", "SI"]),
+        ("CLS", "CLS", ["CLS"]),
+        ("Duration", "ms", ["duration"]),
+    ],
+}
+MAX_STEP_SERIES = 8
+
+
+def _series_name(metric: str) -> str:
+    return "run (total)" if metric == "duration" else metric.removeprefix("step:").removeprefix("score:")
+
+
+def check_charts(kind: str, runs: Sequence[CheckRun]) -> list[dict[str, Any]]:
+    """``[{"title", "unit", "series": [{"name", "y"}]}]`` over ``runs`` (one y per run, None
+    where a run has no value), with the same numbers the budgets judge (budgets.compare.lab_value);
+    scores in 0-100. Series without any value and charts without any series are left out."""
+    steps: list[str] = []
+    for run in reversed(runs):  # the newest run's steps first, in their order
+        for step in (run.result or {}).get("steps") or []:
+            name = step.get("name") if isinstance(step, dict) else None
+            if isinstance(name, str) and name not in steps and len(steps) < MAX_STEP_SERIES:
+                steps.append(name)
+    charts = []
+    for title, unit, metrics in CHECK_CHARTS.get(kind, []):
+        series = []
+        for metric in [
+            m for spec in metrics for m in ([f"step:{n}" for n in steps] if spec == "step:*" else [spec])
+        ]:
+            y = [lab_value(r.result, metric) for r in runs]
+            if unit == "score":
+                y = [None if v is None else round(v * 100, 1) for v in y]
+            if any(v is not None for v in y):
+                series.append({"name": _series_name(metric), "y": y})
+        if series:
+            charts.append({"title": title, "unit": unit, "series": series})
+    return charts

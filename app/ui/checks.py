@@ -1,5 +1,6 @@
-"""Checks pages: the list with status and a duration sparkline, a check's run history (with
-"Run now" for admins), and a run's detail: step waterfall, lab vitals, resources, console
+"""Checks pages: the list with status and a duration sparkline, a check's charts over a range
+(durations, steps, vitals, scores: the numbers its budgets judge) and run history (with "Run
+now" for admins), and a run's detail: step waterfall, lab vitals, resources, console
 errors, screenshots, Lighthouse scores and artifact downloads. Read through app/checks.py, the
 functions the checks API uses. A token limited to one site sees only that site's checks."""
 
@@ -14,8 +15,10 @@ from litestar.response import File, Redirect, Template
 
 from app import checks as check_data
 from app.api.deps import services
+from app.lab import check_charts, runs_in_range
 from app.models import Check, CheckRun
 from app.run_retention import expired_message, run_dir
+from app.ui import data
 from app.ui.auth import principal_of, require_admin_session
 from app.ui.context import page, visible_sites
 from probes.lighthouse import slow_host_hint
@@ -107,8 +110,21 @@ async def check_page(
     request: Request[Any, Any, Any], check: Check, *, status_code: int = 200, **context: Any
 ) -> Template:
     assert check.id is not None
-    runs = await check_data.list_runs(db=services(request).db, check_id=check.id, limit=HISTORY)
-    return await page(request, "check.html", status_code=status_code, check=check, runs=runs, **context)
+    db = services(request).db
+    runs = await check_data.list_runs(db=db, check_id=check.id, limit=HISTORY)
+    params = {
+        k: v
+        for k, v in request.query_params.items()
+        if k in ("range", "since", "until") and isinstance(v, str)
+    }
+    view = data.parse_view(params, now=data.now_ms())
+    charted, total = await runs_in_range(db, check.id, view.since_ms, view.until_ms)
+    x = [r.started_ms // 1000 for r in charted]
+    span = [view.since_ms // 1000, view.until_ms // 1000]
+    chart = {"runs": {"x": x, "range": span, "charts": check_charts(check.kind, charted)}}
+    return await page(request, "check.html", status_code=status_code, check=check, runs=runs, view=view,
+                      ranges=data.RANGES, chart=chart, charts=bool(charted), charted=len(charted), in_range=total,
+                      **context)  # fmt: skip
 
 
 @post("/checks/{check_id:int}/run", include_in_schema=False, guards=[require_admin_session], status_code=303)

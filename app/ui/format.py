@@ -125,6 +125,17 @@ def lighthouse_metric(audit: str, v: float | None) -> tuple[str, str]:
     return label, f"{v:.3f}" if audit == "cumulative-layout-shift" else duration(v)
 
 
+def run_value(unit: str, v: float | None) -> str:
+    """A value on a check's charts: ms as durations, CLS unitless, scores 0-100."""
+    if v is None:
+        return NO_VALUE
+    if unit == "CLS":
+        return f"{v:.3f}"
+    if unit == "score":
+        return f"{v:g}"
+    return duration(v)
+
+
 def schedule(interval_s: int | None, cron: str | None) -> str:
     """A check's schedule as people say it: "every 5 min", "every 2 h", "cron 0 * * * *"."""
     if interval_s:
@@ -190,5 +201,6 @@ def register(env: Any) -> None:
     env.globals["amount"] = amount
     env.globals["change"] = change
     env.globals["lighthouse_metric"] = lighthouse_metric
+    env.globals["run_value"] = run_value
     env.globals["score_class"] = score_class
     env.globals["schedule"] = schedule

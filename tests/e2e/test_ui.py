@@ -256,6 +256,19 @@ async def test_every_page_renders_and_charts_draw(seeded: Seeded, browser: Brows
     await page.click("header nav >> text=Checks")
     await page.wait_for_url(re.compile(r"/ui/checks$"))
     assert await page.locator("#checks").count() == 1
+
+    # A check's page: its runs of the week drawn, one chart per kind of number.
+    await page.click("#checks >> text=journey")
+    await page.wait_for_url(re.compile(r"/ui/checks/\d+$"))
+    titles = await page.locator(".chart-grid figcaption").all_inner_texts()
+    assert titles == ["Vitals", "CLS"]  # the seeded runs have no durations
+    for i in range(len(titles)):
+        chart = page.locator(f'[data-chart="run-{i}"]')
+        await chart.scroll_into_view_if_needed()
+        await page.wait_for_selector(f'[data-chart="run-{i}"] canvas')
+        assert await chart.evaluate(PAINTED) > 500, f"{titles[i]} chart is blank"
+    assert "42 runs" in await page.locator("#charted").inner_text()
+    await shot(page, "check")
     await context.close()
 
 

@@ -20,7 +20,7 @@ from litestar.testing import AsyncTestClient
 from app import checks as check_data
 from app.config import Settings
 from app.db import Database
-from app.lab import MAX_TREND_RUNS, run_vitals, spread
+from app.lab import MAX_STEP_SERIES, MAX_TREND_RUNS, check_charts, run_vitals, spread
 from app.models import CheckRun
 from app.server import create_app
 from app.sites import create_site, create_token
@@ -39,14 +39,16 @@ def navigation(url: str, lcp: float) -> dict[str, Any]:
 
 def flow(home_lcp: float, product_lcp: float) -> dict[str, Any]:
     """A flow result as probes.results writes it: two steps, one navigation each."""
-    return {"status": "passed", "steps": [
-        {"name": "home", "navigations": [navigation("https://shop.example/", home_lcp)]},
-        {"name": "product", "navigations": [navigation("https://shop.example/product/7?ref=x", product_lcp)]},
+    return {"status": "passed", "duration_ms": home_lcp + product_lcp + 500, "steps": [
+        {"name": "home", "duration_ms": home_lcp + 100, "navigations": [navigation("https://shop.example/", home_lcp)]},
+        {"name": "product", "duration_ms": product_lcp + 100,
+         "navigations": [navigation("https://shop.example/product/7?ref=x", product_lcp)]},
     ]}  # fmt: skip
 
 
 def audit(lcp: float) -> dict[str, Any]:
-    return {"status": "passed", "final_url": "https://shop.example/", "metrics": {
+    return {"status": "passed", "final_url": "https://shop.example/", "duration_ms": 21000.0,
+            "scores": {"performance": 0.87, "accessibility": 1.0, "seo": None}, "metrics": {
         "largest-contentful-paint": lcp, "first-contentful-paint": 900.0, "cumulative-layout-shift": 0.1,
         "server-response-time": 120.0}}  # fmt: skip
 
@@ -227,3 +229,71 @@ def test_run_vitals_takes_the_first_navigation_with_each_metric() -> None:
 )
 def test_spread_keeps_the_ends_and_spaces_the_rest(n: int, limit: int, expected: list[int]) -> None:
     assert spread(n, limit) == expected
+
+
+def chart_of(page: str) -> dict[str, Any]:
+    found = re.search(r'id="chart-data">(.*?)</script>', page, re.S)
+    assert found, "no chart data on the page"
+    data: dict[str, Any] = json.loads(found[1])
+    return data["runs"]
+
+
+async def test_a_check_page_charts_its_runs_over_the_range(lab_app: Any) -> None:
+    client, _, ids = lab_app
+    page = await client.get(f"/ui/checks/{ids['journey']}")  # 7 days by default
+    assert page.status_code == 200
+    runs = chart_of(page.text)
+    assert runs["x"] == [(ids["now"] - h * HOUR) // 1000 for h in (50, 30, 10)]
+    charts = {c["title"]: c for c in runs["charts"]}
+    assert list(charts) == ["Duration", "Vitals", "CLS"]
+    assert [s["name"] for s in charts["Vitals"]["series"]] == ["LCP", "FCP", "TTFB"]  # no INP: no series
+    assert charts["Vitals"]["series"][0]["y"] == [1000.0, 1100.0, 1200.0]
+    assert charts["CLS"]["series"] == [{"name": "CLS", "y": [0.02, 0.02, 0.02]}]
+    assert charts["Duration"]["series"] == [
+        {"name": "run (total)", "y": [3500.0, 3800.0, 4100.0]},
+        {"name": "home", "y": [1100.0, 1200.0, 1300.0]},
+        {"name": "product", "y": [2100.0, 2300.0, 2500.0]},
+    ]
+    text = unescape(re.sub(r"<[^>]+>", "", page.text))
+    assert "3 runs; the values budgets and GET /api/v1/checks/" in " ".join(text.split())
+    day = await client.get(f"/ui/checks/{ids['journey']}?range=24h")
+    assert chart_of(day.text)["x"] == [(ids["now"] - 10 * HOUR) // 1000]
+    audit_page = (await client.get(f"/ui/checks/{ids['home audit']}")).text
+    audit_charts = {c["title"]: c for c in chart_of(audit_page)["charts"]}
+    assert list(audit_charts) == ["Scores", "Metrics", "CLS", "Duration"]
+    # Scores 0-100; a category without a score (seo: None) and ones not in the report are left out.
+    assert audit_charts["Scores"]["series"] == [
+        {"name": "performance", "y": [87.0]},
+        {"name": "accessibility", "y": [100.0]},
+    ]
+    assert audit_charts["Metrics"]["series"] == [
+        {"name": "LCP", "y": [2500.0]},
+        {"name": "FCP", "y": [900.0]},
+    ]
+    assert audit_charts["Duration"]["series"] == [{"name": "run (total)", "y": [21000.0]}]
+    assert "(scores 0\u2013100)" in unescape(audit_page)
+
+
+async def test_a_check_page_without_runs_in_the_range_and_a_bad_range(lab_app: Any) -> None:
+    client, _, ids = lab_app
+    old = await client.get(f"/ui/checks/{ids['journey']}?range=custom&since=2020-01-01&until=2020-01-31")
+    assert old.status_code == 200
+    assert "No measured runs in this range." in old.text
+    assert 'id="chart-data"' not in old.text
+    bad = await client.get(f"/ui/checks/{ids['journey']}?range=1y")
+    assert bad.status_code == 400
+    assert "range" in bad.text
+
+
+def test_check_charts_take_the_newest_run_s_steps_first() -> None:
+    def run(*steps: str) -> CheckRun:
+        result = {"steps": [{"name": n, "duration_ms": 100.0 * (i + 1)} for i, n in enumerate(steps)]}
+        return CheckRun(check_id=1, status="passed", trigger="schedule", started_ms=0, result=result)
+
+    [duration] = check_charts("flow", [run("home", "cart"), run("cart", "pay")])
+    assert [s["name"] for s in duration["series"]] == ["cart", "pay", "home"]
+    assert duration["series"][2]["y"] == [100.0, None]  # the newest run had no "home" step
+    many = check_charts("flow", [run(*[f"s{i}" for i in range(MAX_STEP_SERIES + 3)])])
+    assert len(many[0]["series"]) == MAX_STEP_SERIES
+    assert check_charts("flow", []) == []
+    assert check_charts("unknown kind", [run("home")]) == []

@@ -4,6 +4,7 @@ import uPlot from 'uplot';
 
 const COLORS = {good: '#0a7a3e', needs_improvement: '#9a4f00', poor: '#b42318', line: '#0b57d0'};
 const LAB = ['#c2410c', '#7c3aed', '#0f766e', '#a16207']; // one per check, then again
+const RUNS = ['#0b57d0', '#c2410c', '#0f766e', '#7c3aed', '#a16207', '#be185d', '#4d7c0f', '#475569', '#0891b2'];
 
 function fmt(metric, v) {
   if (v == null) return '–';
@@ -110,6 +111,30 @@ function trend(el, c, markers) {
   );
 }
 
+// A check's own chart: one line per series (the whole run, each step, each vital or score) over
+// its runs; a run without a value leaves a gap.
+function runsChart(el, x, range, c) {
+  const unit = c.unit === 'CLS' ? 'CLS' : c.unit === 'score' ? 'score' : 'ms';
+  const show = (v) => (v == null ? '–' : unit === 'score' ? String(v) : fmt(unit, v));
+  return new uPlot(
+    {
+      width: width(el),
+      height: 200,
+      scales: {x: {time: true, range: () => range}, y: {range: (u, lo, hi) => [0, unit === 'score' ? 100 : Math.max((hi || 0) * 1.1, unit === 'CLS' ? 0.1 : 100)]}},
+      axes: [{}, {values: (u, ticks) => ticks.map(show), size: 60}],
+      series: [
+        {},
+        ...c.series.map((s, i) => ({
+          label: s.name, stroke: RUNS[i % RUNS.length], width: 1.5, value: (u, v) => show(v), points: {show: x.length < 60},
+        })),
+      ],
+      legend: {show: true},
+    },
+    [x, ...c.series.map((s) => s.y)],
+    el,
+  );
+}
+
 function histogram(el, h) {
   const x = h.bins.map((_, i) => i);
   const band = (name) => h.bins.map((b) => (b.rating === name ? b.count : null));
@@ -165,6 +190,11 @@ function main() {
     const el = document.querySelector(`[data-chart="${c.metric}"]`);
     if (el && c.x.length) draws.push([el, () => trend(el, c, spec.markers || [])]);
   }
+  const runs = spec.runs;
+  (runs ? runs.charts : []).forEach((c, i) => {
+    const el = document.querySelector(`[data-chart="run-${i}"]`);
+    if (el && runs.x.length) draws.push([el, () => runsChart(el, runs.x, runs.range, c)]);
+  });
   const histEl = document.querySelector('[data-chart="histogram"]');
   if (histEl && spec.histogram && spec.histogram.bins.length) draws.push([histEl, () => histogram(histEl, spec.histogram)]);
   const charts = [];
