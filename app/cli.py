@@ -621,7 +621,8 @@ def demo_seed(
         bool,
         typer.Option(
             "--history/--no-history",
-            help="Give a demo site without field data 14 days of generated page views and two deploys.",
+            help="Give a demo site without field data 14 days of generated page views and two deploys,"
+            " and demo checks without runs 14 days of generated runs.",
         ),
     ] = True,
 ) -> None:
@@ -631,9 +632,11 @@ def demo_seed(
     from app import sites as site_data
     from app.demo import demo_base_url, seed_demo_checks, seed_demo_site
     from app.demo.history import DAYS, seed_history
+    from app.demo.lab_history import seed_lab_history
     from app.runner import target_policy
 
     settings = _settings()
+    base = demo_base_url(settings.host, settings.port)
 
     async def seed(db: Database) -> tuple[int, str, list[str]]:
         site_id, key = await seed_demo_site(db=db, host=settings.host, port=settings.port)
@@ -642,9 +645,8 @@ def demo_seed(
             assert site is not None
             with err.status("generating the demo's field history ..."):
                 seeded = await seed_history(
-                    db=db, site_id=site_id, base=demo_base_url(settings.host, settings.port),
-                    page_groups=tuple(site.page_groups),
-                )  # fmt: skip
+                    db=db, site_id=site_id, base=base, page_groups=tuple(site.page_groups)
+                )
             if seeded is not None:
                 err.print(f"demo field history: {seeded.page_views:,} page views over {DAYS} days, "
                           f"{seeded.markers} deploy markers")  # fmt: skip
@@ -663,6 +665,8 @@ def demo_seed(
                 )
             else:
                 names = [f"{c.name} (every {c.interval_s} s)" for c in made]
+                if history and (runs := await seed_lab_history(db=db, checks=made, base=base)):
+                    err.print(f"demo lab history: {runs} runs of the demo checks over {DAYS} days")
         return site_id, key, names
 
     site_id, key, names = _with_db(settings, seed)

@@ -5,7 +5,9 @@ real server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -37,13 +39,13 @@ def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
     return asyncio.run(go())
 
 
-def seed(database_url: str, port: int, **env: str) -> subprocess.CompletedProcess[str]:
+def seed(database_url: str, port: int, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLAB_")}
     clean.update(
         FIELDLAB_DATABASE_URL=database_url, FIELDLAB_HOST="127.0.0.1", FIELDLAB_PORT=str(port), **env
     )
     out = subprocess.run(
-        [sys.executable, "-m", "app", "demo", "seed"],
+        [sys.executable, "-m", "app", "demo", "seed", *args],
         cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -66,6 +68,8 @@ def test_demo_seed_schedules_the_demo_checks_once(database_url: str) -> None:
         assert "demo check demo-shop-flow (every 300 s)" in out.stderr
         assert "demo check demo-home-lighthouse (every 3600 s)" in out.stderr
         assert "demo field history" not in out.stderr  # once: the site has field data now
+        # The new checks get a generated lab history, once: a run every 2 h (flow) and 6 h (audit).
+        assert ("demo lab history: 224 runs of the demo checks over 14 days" in out.stderr) is (port == 8000)
     rows = query(
         database_url, "SELECT name, kind, target, flow_file, interval_s FROM synthetic_check ORDER BY id"
     )
@@ -75,6 +79,25 @@ def test_demo_seed_schedules_the_demo_checks_once(database_url: str) -> None:
     ]
     assert query(database_url, "SELECT count(*) FROM site WHERE name = 'demo'") == [(1,)]
     assert query(database_url, "SELECT count(*) FROM measurement") == generated
+    runs = query(database_url, "SELECT c.kind, r.trigger, r.status, count(*) FROM check_run r JOIN synthetic_check c"
+                               " ON c.id = r.check_id GROUP BY c.kind, r.trigger, r.status ORDER BY c.kind")  # fmt: skip
+    assert runs == [("flow", "demo", "passed", 168), ("lighthouse", "demo", "passed", 56)]
+    # As in the field history, the product page got slower with the latest generated deploy.
+    latest_deploy = query(database_url, "SELECT max(ts) FROM deploy_marker")[0][0]
+    product: dict[bool, list[float]] = {True: [], False: []}
+    for started, result in query(database_url, "SELECT r.started_ms, r.result FROM check_run r JOIN synthetic_check c"
+                                               " ON c.id = r.check_id WHERE c.kind = 'flow'"):  # fmt: skip
+        steps = (json.loads(result) if isinstance(result, str) else result)["steps"]
+        product[started >= latest_deploy].append(steps[1]["navigations"][0]["vitals"]["LCP"])
+    assert statistics.median(product[True]) > 1.4 * statistics.median(product[False])
+
+
+def test_no_history_means_no_generated_page_views_or_runs(database_url: str) -> None:
+    out = seed(database_url, 8000, "--no-history", **MAKE_RUN)
+    assert "history" not in out.stderr
+    assert query(database_url, "SELECT count(*) FROM synthetic_check") == [(2,)]
+    assert query(database_url, "SELECT count(*) FROM check_run") == [(0,)]
+    assert query(database_url, "SELECT count(*) FROM measurement") == [(0,)]
 
 
 def test_without_the_examples_dir_the_demo_flow_is_declarative(database_url: str, tmp_path: Path) -> None:

@@ -182,6 +182,7 @@ async def test_a_lighthouse_run_shows_scores_metrics_in_units_and_resources(chec
     assert "a phone 1.8x slower" in hint[1]
     assert "FIELDLAB_LIGHTHOUSE_MOBILE_CPU_SLOWDOWN=2.2 calibrates it" in hint[1]
     assert 'id="lighthouse-calibration"' not in page  # no run was made to measure the host
+    assert 'id="generated"' not in page  # a real run
     assert '<td>performance</td><td class="num needs_improvement">87</td>' in page
     assert '<td>accessibility</td><td class="num good">100</td>' in page
     rows = dict(re.findall(r'<tr data-audit="[^"]+"><td>([^<]+)</td><td class="num">([^<]+)</td>', page))
@@ -211,3 +212,11 @@ async def test_a_run_that_only_measured_the_host_is_named(checks_app: Any) -> No
     assert note
     assert note[1].startswith("Run 1 measured this host at Lighthouse's 4\u00d7 and was not counted")
     assert 'id="lighthouse-host-hint"' not in page  # 2.1x fits a host of benchmarkIndex 790
+
+
+async def test_a_generated_demo_run_says_so(checks_app: Any) -> None:
+    client, db, ids = checks_app
+    run = await check_data.start_run(db=db, check_id=ids["shop flow"], trigger="demo", status="passed")
+    await sign_in(client, ADMIN)
+    page = (await client.get(f"/ui/runs/{run.id}")).text
+    assert re.search(r'<p class="muted" id="generated">Generated demo history .*nothing ran', page)
