@@ -161,6 +161,22 @@ async def _check_points(
     return points, total
 
 
+def compare_rows(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Two ``lab_trends`` answers as rows of (check, metric): the median and run count of each
+    period (None where a period has no runs), checks in the order they were listed."""
+    rows = []
+    by_id = {c["check_id"]: c for c in [*before, *after]}
+    periods = [{c["check_id"]: c["summary"] for c in period} for period in (before, after)]
+    for check_id, check in by_id.items():
+        metrics = {m for period in periods for m in period.get(check_id, {})}
+        for metric in [m for m in ("LCP", "INP", "CLS", "FCP", "TTFB") if m in metrics]:
+            a, b = (period.get(check_id, {}).get(metric) for period in periods)
+            rows.append({"check": check["check"], "check_id": check_id, "metric": metric,
+                         "a": a["median"] if a else None, "b": b["median"] if b else None,
+                         "runs_a": a["runs"] if a else 0, "runs_b": b["runs"] if b else 0})  # fmt: skip
+    return rows
+
+
 # A check's own charts: (title, unit, the budgets' lab metrics drawn; "step:*" is each step).
 CHECK_CHARTS: dict[str, list[tuple[str, str, list[str]]]] = {
     "flow": [

@@ -15,7 +15,7 @@ from app import checks as check_data
 from app.api.deps import services
 from app.budgets.store import list_markers
 from app.field.stats import THRESHOLDS
-from app.lab import lab_trends, latest_by_group
+from app.lab import compare_rows, lab_trends, latest_by_group
 from app.sites import Conflict, InvalidInput, create_site
 from app.ui import budgetlines, data, format
 from app.ui.auth import require_admin_session
@@ -173,6 +173,11 @@ async def compare_page(
         if marker is None:
             raise HTTPException(status_code=400, detail=f"deploy: no deploy marker {deploy} for this site")
     got = await data.compare(services(request), site, view, pivot_ms=marker.ts if marker else None)
+    # Lab beside field: each check's medians over the same two periods, page group and device.
+    lab = [await lab_trends(db=services(request).db, site=site, since_ms=since, until_ms=until,
+                            group=view.filters.get("group"), device=view.filters.get("device"))
+           for since, until in (got["before"], got["after"])]  # fmt: skip
     context.setdefault("marker_form", {})
     return await site_page(request, site_id, "compare.html", got=got, markers=markers, marker=marker,
-                           metrics=data.METRICS, status_code=status_code, **context)  # fmt: skip
+                           metrics=data.METRICS, lab_rows=compare_rows(*lab), status_code=status_code,
+                           **context)  # fmt: skip

@@ -297,3 +297,27 @@ def test_check_charts_take_the_newest_run_s_steps_first() -> None:
     assert len(many[0]["series"]) == MAX_STEP_SERIES
     assert check_charts("flow", []) == []
     assert check_charts("unknown kind", [run("home")]) == []
+
+
+async def test_the_compare_page_puts_each_check_s_medians_beside_the_field(lab_app: Any) -> None:
+    client, _, ids = lab_app
+    page = await client.get(
+        f"/ui/sites/{ids['site']}/compare"
+    )  # the last 7 days (B) against the 7 before (A)
+    assert page.status_code == 200
+    rows = {
+        (row[0], row[1]): row[2:]
+        for row in (
+            [" ".join(unescape(re.sub(r"<[^>]+>", "", c)).split()) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", tr, re.S)]
+            for tr in re.findall(r'<tr data-check=[^>]*>(.*?)</tr>', page.text, re.S)
+        )
+    }  # fmt: skip
+    # journey: one run 9 days ago (A), three in the last week (B); the audit only in B.
+    assert rows[("journey", "LCP")] == ["9.00 s", "1.10 s", "\u22127.90 s (\u221288 %)", "1", "3"]
+    assert rows[("home audit", "LCP")] == ["\u2013", "2.50 s", "\u2013", "0", "1"]
+    assert ("home audit", "TTFB") not in rows
+    mobile = await client.get(f"/ui/sites/{ids['site']}/compare?device=mobile")
+    assert 'data-check="journey"' not in mobile.text
+    assert 'data-check="home audit"' in mobile.text
+    nothing = await client.get(f"/ui/sites/{ids['site']}/compare?device=tablet")
+    assert 'id="lab-compare"' not in nothing.text
