@@ -177,7 +177,7 @@ def compare_rows(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any
     return rows
 
 
-# A check's own charts: (title, unit, the budgets' lab metrics drawn; "step:*" is each step).
+# A check's own charts: (title, unit, the regressions API's lab metrics drawn; "step:*" is each step).
 CHECK_CHARTS: dict[str, list[tuple[str, str, list[str]]]] = {
     "flow": [
         ("Duration", "ms", ["duration", "step:*"]),
@@ -204,7 +204,7 @@ def _series_name(metric: str) -> str:
 
 def check_charts(kind: str, runs: Sequence[CheckRun]) -> list[dict[str, Any]]:
     """``[{"title", "unit", "series": [{"name", "y"}]}]`` over ``runs`` (one y per run, None
-    where a run has no value), with the same numbers the budgets judge (budgets.compare.lab_value);
+    where a run has no value), with the numbers the regressions API compares (budgets.compare.lab_value);
     scores in 0-100. Series without any value and charts without any series are left out."""
     steps: list[str] = []
     for run in reversed(runs):  # the newest run's steps first, in their order

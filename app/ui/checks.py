@@ -1,5 +1,5 @@
 """Checks pages: the list with status and a duration sparkline, a check's charts over a range
-(durations, steps, vitals, scores: the numbers its budgets judge) and run history (with "Run
+(durations, steps, vitals, scores: the numbers the regressions API compares) and run history (with "Run
 now" for admins), and a run's detail: step waterfall, lab vitals, resources, console
 errors, screenshots, Lighthouse scores and artifact downloads. Read through app/checks.py, the
 functions the checks API uses. A token limited to one site sees only that site's checks."""
