@@ -20,6 +20,8 @@ from probes.safety import TargetPolicy, TargetRefused, Unresolvable
 KINDS = ("flow", "lighthouse")
 DEVICES = ("mobile", "desktop")
 THROTTLING = ("none", "mobile-slow-4g", "desktop-dense-4g")
+# The trigger of runs `fieldlab demo seed` generates: numbers for the charts, but nothing ran.
+GENERATED = "demo"
 FIELDS = ("name", "kind", "target", "site_id", "interval_s", "cron", "jitter_s", "device", "throttling",
           "steps", "flow_file", "runs", "enabled")  # fmt: skip
 MAX_TARGET = 2048

@@ -5,8 +5,10 @@ than the one run made at start.
 The results have the shapes the probes write (probes.results and probes.lighthouse dataclasses)
 with numbers of the order the demo shop really gets on a loopback run; the product page's LCP
 steps up after the latest generated deploy (its new product photo), as it does in the field
-history. Nothing ran, so these runs have trigger ``demo``, no screenshots, traces or reports,
-and are written once: checks that already have runs are left alone.
+history. Nothing ran, so these runs have trigger ``demo`` (app.checks.GENERATED), no screenshots,
+traces or reports, and are written once: checks that already have runs are left alone. The
+scheduler counts a check whose runs are all generated as never run, so ``make run`` still runs
+both checks at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 
 from sqlmodel import col, select
 
+from app.checks import GENERATED
 from app.db import Database, now_ms
 from app.demo.history import DAYS, HOUR_MS, LATEST_DEPLOY_H
 from app.models import Check, CheckRun
@@ -25,7 +28,6 @@ from probes.lighthouse import LighthouseResult, LighthouseRun
 from probes.results import FlowResult, StepResult
 from probes.vitals import Navigation
 
-TRIGGER = "demo"
 EVERY_H = {"flow": 2, "lighthouse": 6}
 
 
@@ -102,7 +104,7 @@ async def seed_lab_history(*, db: Database, checks: Sequence[Check], base: str, 
                 result = flow_result(rng, base=base, ts=ts, regressed=ts >= latest_deploy).to_dict()
             else:
                 result = audit_result(rng, base=base, ts=ts).to_dict()
-            runs.append(CheckRun(check_id=check.id, status="passed", trigger=TRIGGER, started_ms=ts,
+            runs.append(CheckRun(check_id=check.id, status="passed", trigger=GENERATED, started_ms=ts,
                                  finished_ms=ts + int(result["duration_ms"]), duration_ms=result["duration_ms"],
                                  result=result))  # fmt: skip
     async with db.write() as session:

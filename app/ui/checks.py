@@ -147,7 +147,8 @@ async def run_detail(request: Request[Any, Any, Any], run_id: int) -> Template:
     if result.get("preset") == "mobile":
         host_hint = slow_host_hint(result.get("benchmark_index"), result.get("cpu_slowdown"))
     return await page(request, "run.html", check=check, run=run, result=result, steps=waterfall(run),
-                      artifacts=artifacts, artifacts_expired=expired, host_hint=host_hint)  # fmt: skip
+                      artifacts=artifacts, artifacts_expired=expired, host_hint=host_hint,
+                      generated=run.trigger == check_data.GENERATED)  # fmt: skip
 
 
 @get("/runs/{run_id:int}/artifacts/{path:path}", include_in_schema=False)

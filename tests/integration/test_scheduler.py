@@ -138,6 +138,28 @@ async def test_a_run_missed_while_down_runs_on_start_within_grace(
     assert await statuses(db, check.id) == ["passed", "passed"]
 
 
+async def test_a_check_with_only_generated_runs_runs_on_start(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """`fieldlab demo seed` gives the demo checks a generated history; nothing ran, so the
+    scheduler runs them at once, as it runs a check that never ran."""
+    runner = SleepRunner(0.1)
+    check = await check_data.create_check(
+        db=db, values=flow_check("hourly", interval_s=3600), flows_dir=tmp_path
+    )
+    assert check.id is not None
+    await check_data.start_run(db=db, check_id=check.id, trigger=check_data.GENERATED, status="passed")
+    sched = CheckScheduler(db=db, runner=runner, settings=replace(settings, data_dir=str(tmp_path)))
+    await sched.start()
+    try:
+        await asyncio.sleep(0.6)
+    finally:
+        await sched.stop()
+    assert len(runner.started) == 1
+    triggers = [r.trigger for r in reversed(await check_data.list_runs(db=db, check_id=check.id))]
+    assert triggers == [check_data.GENERATED, "schedule"]
+
+
 async def test_a_check_deleted_while_it_runs_drops_the_result_quietly(
     db: Database, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
