@@ -1,7 +1,7 @@
 """Lab numbers beside the field's: the latest per page group (the dashboard's page-groups table:
 each of the site's checks' newest run that measured pages) and each check's runs over a range
-(the trends charts and ``GET /api/v1/sites/{id}/lab``). A run's navigations are mapped to page groups by the site's own rules
-(the same function the ingest path uses for field data)."""
+(the trends charts and ``GET /api/v1/sites/{id}/lab``). A run's navigations are mapped to page
+groups by the site's own rules (the same function the ingest path uses for field data)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,14 @@ from urllib.parse import urlsplit
 from sqlmodel import col, select
 
 from app import checks as check_data
-from app.budgets.compare import lab_value
+from app.budgets.compare import LIGHTHOUSE_AUDITS, lab_value
 from app.db import Database
 from app.ingest.normalise import page_group
 from app.models import Check, CheckRun, Site
 
 # Lighthouse audit ids of the vitals a lab run can have (a navigation has no INP; Lighthouse's
 # server-response-time is the document's alone, not TTFB as web-vitals measures it).
-LIGHTHOUSE = {
-    "LCP": "largest-contentful-paint",
-    "CLS": "cumulative-layout-shift",
-    "FCP": "first-contentful-paint",
-}
+LIGHTHOUSE = {m: LIGHTHOUSE_AUDITS[m] for m in ("LCP", "CLS", "FCP")}
 RECENT_RUNS = 10
 MEASURED = ("passed", "flaky", "failed")
 # Runs per check on a trends chart: a check every 5 minutes has 8,640 runs in 30 days, whose

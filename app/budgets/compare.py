@@ -19,7 +19,8 @@ from app.db import Database
 from app.models import CheckRun, DeployMarker, Measurement, table
 
 FIELD_METRICS = ("LCP", "INP", "CLS", "FCP", "TTFB")
-_LH_AUDITS = {
+# The Lighthouse audit each lab metric is read from (app/lab.py shows a subset beside the field).
+LIGHTHOUSE_AUDITS = {
     "LCP": "largest-contentful-paint",
     "FCP": "first-contentful-paint",
     "CLS": "cumulative-layout-shift",
@@ -147,8 +148,8 @@ def lab_value(result: dict[str, Any] | None, metric: str) -> float | None:
         return _num((result.get("metrics") or {}).get(metric.removeprefix("audit:")))
     steps = result.get("steps")
     if steps is None:  # a Lighthouse result
-        if metric in _LH_AUDITS:
-            return _num((result.get("metrics") or {}).get(_LH_AUDITS[metric]))
+        if metric in LIGHTHOUSE_AUDITS:
+            return _num((result.get("metrics") or {}).get(LIGHTHOUSE_AUDITS[metric]))
         rows = {r.get("resourceType"): r for r in result.get("resource_summary") or []}
         if metric not in ("bytes", "requests"):
             return None

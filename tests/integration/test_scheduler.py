@@ -109,6 +109,16 @@ async def test_run_now_and_a_second_run_now_while_running_is_skipped(
     assert sorted(await statuses(db, check.id)) == ["passed", "skipped"]
 
 
+async def start_briefly(db: Database, runner: SleepRunner, settings: Settings) -> None:
+    """Start a scheduler, give it what its start-up catch-up runs, and stop it."""
+    sched = CheckScheduler(db=db, runner=runner, settings=settings)
+    await sched.start()
+    try:
+        await asyncio.sleep(0.6)
+    finally:
+        await sched.stop()
+
+
 async def test_a_run_missed_while_down_runs_on_start_within_grace(
     db: Database, settings: Settings, tmp_path: Path
 ) -> None:
@@ -126,14 +136,7 @@ async def test_a_run_missed_while_down_runs_on_start_within_grace(
         assert stored is not None
         stored.started_ms -= 61 * 60 * 1000
         session.add(stored)
-    sched = CheckScheduler(
-        db=db, runner=runner, settings=replace(settings, data_dir=str(tmp_path), misfire_grace_s=300)
-    )
-    await sched.start()
-    try:
-        await asyncio.sleep(0.6)
-    finally:
-        await sched.stop()
+    await start_briefly(db, runner, replace(settings, data_dir=str(tmp_path), misfire_grace_s=300))
     assert len(runner.started) == 1
     assert await statuses(db, check.id) == ["passed", "passed"]
 
@@ -149,12 +152,7 @@ async def test_a_check_with_only_generated_runs_runs_on_start(
     )
     assert check.id is not None
     await check_data.start_run(db=db, check_id=check.id, trigger=check_data.GENERATED, status="passed")
-    sched = CheckScheduler(db=db, runner=runner, settings=replace(settings, data_dir=str(tmp_path)))
-    await sched.start()
-    try:
-        await asyncio.sleep(0.6)
-    finally:
-        await sched.stop()
+    await start_briefly(db, runner, replace(settings, data_dir=str(tmp_path)))
     assert len(runner.started) == 1
     triggers = [r.trigger for r in reversed(await check_data.list_runs(db=db, check_id=check.id))]
     assert triggers == [check_data.GENERATED, "schedule"]
