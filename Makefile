@@ -80,11 +80,20 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check app probes tests bench
 	$(VENV)/bin/mypy
 
+# Tests run in two passes: most of the suite spread over TEST_WORKERS processes (pytest-xdist;
+# each has its own PostgreSQL database and temp dirs, and the tests wait on subprocesses and
+# sockets more than they compute), then the tests marked `serial` one at a time, with the
+# machine to themselves: they count Chromium processes, or run Lighthouse, whose numbers other
+# load would move. Both passes run even if the first fails; make fails if either did.
+TEST_WORKERS ?= 2
+
 test: install lint
-	$(PY) -m pytest -q
+	@rc=0; $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" || rc=$$?; \
+	$(PY) -m pytest -q -m serial || rc=$$?; exit $$rc
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	@rc=0; $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not serial" || rc=$$?; \
+	$(PY) -m pytest -q -m "serial and not slow" || rc=$$?; exit $$rc
 
 bench: install
 	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }

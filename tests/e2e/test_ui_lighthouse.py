@@ -33,7 +33,7 @@ from probes.lighthouse import (
 from tests.conftest import ADMIN, ROOT, LiveServer
 from tests.integration.ui_data import seed
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 BUDGETS = ROOT / "tests" / "e2e" / "ui_budgets.yml"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 

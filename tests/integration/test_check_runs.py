@@ -25,7 +25,7 @@ from probes.lighthouse import choose_representative
 from tests.conftest import ADMIN, LiveServer
 from tests.probes.probe_helpers import SiteServer, serve
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.serial]
 
 HOME = """<!doctype html><html><head><title>Shop</title><link rel="stylesheet" href="/shop.css"></head>
 <body><h1>Shop</h1><input id="q" autofocus>

@@ -22,7 +22,7 @@ from app import cli
 from app.budgets.gate import calibration_note
 from probes.lighthouse import load_lhr
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 PASSING = """\
 budgets:

@@ -25,7 +25,7 @@ from app.budgets.verdict import worst
 ROOT = Path(__file__).resolve().parents[2]
 LHCI = ROOT / "node_modules" / ".bin" / "lhci"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 EXPLICIT: dict[str, Any] = {
     "categories:performance": ["error", {"minScore": 0.93}],

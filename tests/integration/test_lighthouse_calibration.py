@@ -15,6 +15,8 @@ from app.runner import LocalProbeRunner
 from probes.lighthouse import CALIBRATION_TOLERANCE, MOBILE_CPU_SLOWDOWN, calibrated_slowdown, load_lhr
 from tests.probes.probe_helpers import SiteServer, chromium_pids, serve, wait_until_gone
 
+pytestmark = pytest.mark.serial  # counts Chromium processes / runs Lighthouse
+
 PAGE = (
     "<!doctype html><html lang='en'><head><title>calibrate</title><meta name='viewport'"
     " content='width=device-width'></head><body><h1>Calibrate</h1><p>A small page.</p></body></html>"

@@ -185,6 +185,7 @@ PAGE = "<!doctype html><html><head><title>Shop</title></head><body><h1>Shop</h1>
 
 @pytest.mark.slow
 @pytest.mark.browser
+@pytest.mark.serial
 def test_probe_runs_and_lighthouse_have_spans_and_metrics(
     settings: Settings, tmp_path: Path, otlp: OtlpReceiver
 ) -> None:

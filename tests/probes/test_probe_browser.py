@@ -22,6 +22,8 @@ from probes import procs
 from probes.browser import DEVICES, THROTTLING, BrowserPool, ChromiumNotFound, find_chromium
 from probes.throttling import SYNTHETIC_TOKEN
 
+pytestmark = pytest.mark.serial  # counts Chromium processes / runs Lighthouse
+
 
 def test_find_chromium(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake = tmp_path / "my-chromium"

@@ -14,7 +14,7 @@ from probe_helpers import Handler, SiteServer, chromium_pids, policy_for, wait_u
 from probes.browser import BrowserPool
 from probes.flow import FlowLoadError, load_flow_file, run_flow
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.serial]
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(6000)  # not a valid image; the bytes are what count here
 

@@ -36,6 +36,8 @@ from probes.lighthouse import (
 )
 from probes.safety import TargetPolicy
 
+pytestmark = pytest.mark.serial  # counts Chromium processes / runs Lighthouse
+
 ROOT = Path(__file__).resolve().parents[2]
 LHCI = ROOT / "node_modules" / "@lhci" / "utils" / "src" / "representative-runs.js"
 

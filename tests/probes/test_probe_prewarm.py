@@ -13,7 +13,7 @@ from probes.browser import BrowserPool
 from probes.flow import run_flow
 from probes.safety import TargetPolicy
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.serial]
 
 
 def _serve(site: SiteServer) -> None:
