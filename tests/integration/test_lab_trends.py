@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,27 @@ async def test_a_check_page_charts_its_runs_over_the_range(lab_app: Any) -> None
     ]
     assert audit_charts["Duration"]["series"] == [{"name": "run (total)", "y": [21000.0]}]
     assert "(scores 0\u2013100)" in unescape(audit_page)
+
+
+async def test_a_check_page_charts_a_custom_range_of_days(lab_app: Any) -> None:
+    client, _, ids = lab_app
+    old = ids["now"] - 9 * 24 * HOUR  # the one run that day
+    day = datetime.fromtimestamp(old / 1000, UTC).date().isoformat()
+    page = await client.get(f"/ui/checks/{ids['journey']}?range=custom&since={day}&until={day}")
+    assert page.status_code == 200
+    assert chart_of(page.text)["x"] == [old // 1000]
+    form = re.search(r'<form class="filters" method="get" id="custom-range">(.*?)</form>', page.text, re.S)
+    assert form is not None
+    assert f'name="since" value="{day}"' in form[1]
+    assert f'name="until" value="{day}"' in form[1]
+    assert "<strong>custom</strong>" in page.text
+    # The default view offers the form empty, with the fixed ranges as links.
+    default = (await client.get(f"/ui/checks/{ids['journey']}")).text
+    assert 'name="since" value=""' in default
+    assert '<a href="?range=30d">30d</a>' in default
+    backwards = await client.get(f"/ui/checks/{ids['journey']}?range=custom&since={day}&until=2020-01-01")
+    assert backwards.status_code == 400
+    assert "since: must be on or before until" in backwards.text
 
 
 async def test_a_check_page_without_runs_in_the_range_and_a_bad_range(lab_app: Any) -> None:
