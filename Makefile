@@ -88,11 +88,15 @@ lint: $(VENV)/.installed
 TEST_WORKERS ?= 2
 
 test: install lint
-	@rc=0; $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" || rc=$$?; \
+	@rc=0; echo "== tests not marked serial, $(TEST_WORKERS) processes"; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" || rc=$$?; \
+	echo "== tests marked serial, one at a time"; \
 	$(PY) -m pytest -q -m serial || rc=$$?; exit $$rc
 
 test-fast: install
-	@rc=0; $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not serial" || rc=$$?; \
+	@rc=0; echo "== fast tests not marked serial, $(TEST_WORKERS) processes"; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not serial" || rc=$$?; \
+	echo "== fast tests marked serial, one at a time"; \
 	$(PY) -m pytest -q -m "serial and not slow" || rc=$$?; exit $$rc
 
 bench: install
