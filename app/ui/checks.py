@@ -15,7 +15,7 @@ from litestar.response import File, Redirect, Template
 
 from app import checks as check_data
 from app.api.deps import services
-from app.lab import check_charts, runs_in_range
+from app.lab import STEP_LCP, check_charts, runs_in_range
 from app.models import Check, CheckRun
 from app.run_retention import expired_message, run_dir
 from app.ui import data
@@ -124,7 +124,7 @@ async def check_page(
     chart = {"runs": {"x": x, "range": span, "charts": check_charts(check.kind, charted)}}
     return await page(request, "check.html", status_code=status_code, check=check, runs=runs, view=view,
                       ranges=data.RANGES, chart=chart, charts=bool(charted), charted=len(charted), in_range=total,
-                      **context)  # fmt: skip
+                      step_lcp=STEP_LCP, **context)  # fmt: skip
 
 
 @post("/checks/{check_id:int}/run", include_in_schema=False, guards=[require_admin_session], status_code=303)

@@ -246,9 +246,14 @@ async def test_a_check_page_charts_its_runs_over_the_range(lab_app: Any) -> None
     runs = chart_of(page.text)
     assert runs["x"] == [(ids["now"] - h * HOUR) // 1000 for h in (50, 30, 10)]
     charts = {c["title"]: c for c in runs["charts"]}
-    assert list(charts) == ["Duration", "Vitals", "CLS"]
+    assert list(charts) == ["Duration", "Vitals", "LCP by step", "CLS"]
     assert [s["name"] for s in charts["Vitals"]["series"]] == ["LCP", "FCP", "TTFB"]  # no INP: no series
     assert charts["Vitals"]["series"][0]["y"] == [1000.0, 1100.0, 1200.0]
+    assert charts["LCP by step"]["series"] == [
+        {"name": "home", "y": [1000.0, 1100.0, 1200.0]},
+        {"name": "product", "y": [2000.0, 2200.0, 2400.0]},
+    ]
+    assert "LCP by step: each step's slowest page, the value budgets judge" in unescape(page.text)
     assert charts["CLS"]["series"] == [{"name": "CLS", "y": [0.02, 0.02, 0.02]}]
     assert charts["Duration"]["series"] == [
         {"name": "run (total)", "y": [3500.0, 3800.0, 4100.0]},
@@ -305,6 +310,33 @@ async def test_a_check_page_without_runs_in_the_range_and_a_bad_range(lab_app: A
     bad = await client.get(f"/ui/checks/{ids['journey']}?range=1y")
     assert bad.status_code == 400
     assert "range" in bad.text
+
+
+def test_lcp_by_step_is_what_budgets_judge() -> None:
+    """Each step's line is the value a lab:LCP budget on that step evaluates (its slowest
+    document; a soft navigation does not count), and the chart is left out for a one-step flow."""
+    from app.budgets.evaluate import flow_value
+    from app.budgets.spec import parse_metric
+
+    two_pages = navigation("https://shop.example/cart", 1500)
+    soft = {"url": "https://shop.example/cart#x", "kind": "soft-navigation", "vitals": {"LCP": 9999.0}}
+    results = [flow(1000, 2000), flow(1300, 1800)]
+    results[1]["steps"][0]["navigations"] += [two_pages, soft]
+    for step in (st for r in results for st in r["steps"]):
+        step["status"] = "passed"  # budgets on a step take passed steps only
+    runs = [CheckRun(check_id=1, status="passed", trigger="schedule", started_ms=i, result=r)
+            for i, r in enumerate(results)]  # fmt: skip
+    chart = {c["title"]: c for c in check_charts("flow", runs)}["LCP by step"]
+    lcp = parse_metric("lab:LCP")
+    expected = [
+        {"name": step, "y": [flow_value(r, lcp, step) for r in results]} for step in ("home", "product")
+    ]
+    assert chart["series"] == expected
+    assert chart["series"][0]["y"] == [1000.0, 1500.0]
+    assert max(max(y) for y in (s["y"] for s in chart["series"])) == flow_value(results[0], lcp, None)
+    one_step = [CheckRun(check_id=1, status="passed", trigger="schedule", started_ms=0,
+                         result={"status": "passed", "steps": [results[0]["steps"][0]]})]  # fmt: skip
+    assert [c["title"] for c in check_charts("flow", one_step)] == ["Duration", "Vitals", "CLS"]
 
 
 def test_check_charts_take_the_newest_run_s_steps_first() -> None:
