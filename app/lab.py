@@ -174,15 +174,15 @@ def compare_rows(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any
 
 
 # A check's own charts: (title, unit, the regressions API's lab metrics drawn; "step:*" is each step).
-# Each step's slowest page: what a budget judges (on a step, or the slowest of all steps without
-# one), where the Vitals chart shows the first navigation, as the regressions API compares.
-# Drawn only for flows with two or more steps that measured LCP; with one it repeats Vitals.
+# Each step's slowest page (``step:NAME:LCP``): what a budget judges (on a step, or the slowest of
+# all steps without one), where the Vitals chart shows the flow's first navigation. Drawn only for
+# flows with two or more steps that measured LCP; with one it repeats Vitals.
 STEP_LCP = "LCP by step"
 CHECK_CHARTS: dict[str, list[tuple[str, str, list[str]]]] = {
     "flow": [
         ("Duration", "ms", ["duration", "step:*"]),
         ("Vitals", "ms", ["LCP", "FCP", "TTFB", "INP"]),
-        (STEP_LCP, "ms", ["lcp-step:*"]),
+        (STEP_LCP, "ms", ["step:*:LCP"]),
         ("CLS", "CLS", ["CLS"]),
     ],
     "lighthouse": [
@@ -200,35 +200,13 @@ MAX_STEP_SERIES = 8
 
 
 def _series_name(metric: str) -> str:
-    if metric == "duration":
-        return "run (total)"
-    return metric.split(":", 1)[1] if ":" in metric else metric
-
-
-def step_lcp(result: dict[str, Any] | None, name: str) -> float | None:
-    """A flow step's LCP as budgets take it: the largest of its documents' (budgets.evaluate)."""
-    for step in (result or {}).get("steps") or []:
-        if isinstance(step, dict) and step.get("name") == name:
-            found = [
-                float(v)
-                for nav in step.get("navigations") or []
-                if isinstance(nav, dict) and nav.get("kind") == "navigation"
-                if isinstance(v := (nav.get("vitals") or {}).get("LCP"), int | float)
-            ]
-            return max(found) if found else None
-    return None
-
-
-def _chart_value(result: dict[str, Any] | None, metric: str) -> float | None:
-    if metric.startswith("lcp-step:"):
-        return step_lcp(result, metric.removeprefix("lcp-step:"))
-    return lab_value(result, metric)
+    return "run (total)" if metric == "duration" else metric.removeprefix("score:")
 
 
 def check_charts(kind: str, runs: Sequence[CheckRun]) -> list[dict[str, Any]]:
     """``[{"title", "unit", "series": [{"name", "y"}]}]`` over ``runs`` (one y per run, None
-    where a run has no value), with the numbers the regressions API compares (budgets.compare.lab_value),
-    and for flows each step's LCP as budgets judge it (STEP_LCP); scores in 0-100. Series without
+    where a run has no value), with the numbers the regressions API compares (budgets.compare.lab_value;
+    for flows also each step's LCP as budgets judge it, STEP_LCP); scores in 0-100. Series without
     any value and charts without any series are left out."""
     steps: list[str] = []
     for run in reversed(runs):  # the newest run's steps first, in their order
@@ -239,16 +217,18 @@ def check_charts(kind: str, runs: Sequence[CheckRun]) -> list[dict[str, Any]]:
     charts = []
     for title, unit, metrics in CHECK_CHARTS.get(kind, []):
         series = []
-        for metric in [
-            m
+        for metric, name in [
+            pair
             for spec in metrics
-            for m in ([f"{spec[:-1]}{n}" for n in steps] if spec.endswith(":*") else [spec])
+            for pair in (
+                [(spec.replace("*", n), n) for n in steps] if "*" in spec else [(spec, _series_name(spec))]
+            )
         ]:
-            y = [_chart_value(r.result, metric) for r in runs]
+            y = [lab_value(r.result, metric) for r in runs]
             if unit == "score":
                 y = [None if v is None else round(v * 100, 1) for v in y]
             if any(v is not None for v in y):
-                series.append({"name": _series_name(metric), "y": y})
+                series.append({"name": name, "y": y})
         if len(series) >= (2 if title == STEP_LCP else 1):
             charts.append({"title": title, "unit": unit, "series": series})
     return charts

@@ -194,7 +194,11 @@ async def lab_regressions(
     request: Request[Any, Any, Any],
     check_id: int,
     metric: Annotated[
-        str, Parameter(description="duration, step:NAME, LCP, CLS, TBT, bytes, requests, score:CAT, audit:ID")
+        str,
+        Parameter(
+            description="duration, step:NAME, step:NAME:LCP (or another vital: the step's slowest page), "
+            "LCP, CLS, TBT, bytes, requests, score:CAT, audit:ID"
+        ),
     ] = "duration",
     window_h: Annotated[int, Parameter(ge=1, le=2160)] = 24,
     marker: str | None = None,

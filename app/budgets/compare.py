@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from app.budgets.evaluate import DOCUMENT_VITALS, worst_document
 from app.budgets.regress import Regression, Thresholds, field_regression, lab_regression, periods
 from app.db import Database
 from app.models import CheckRun, DeployMarker, Measurement, table
@@ -133,9 +134,10 @@ async def field_comparison(
 def lab_value(result: dict[str, Any] | None, metric: str) -> float | None:
     """One number from a run's result.
 
-    ``duration`` (the whole run), ``step:NAME`` (a flow step's duration), ``LCP``/``FCP``/``CLS``/
-    ``TTFB``/``INP``/``TBT``/``SI`` (a flow's first navigation that has it, or the Lighthouse
-    metric), ``bytes`` and ``requests`` (transferred over the run), ``score:CATEGORY`` and
+    ``duration`` (the whole run), ``step:NAME`` (a flow step's duration), ``step:NAME:VITAL`` (the
+    step's slowest document, as budgets judge it; a step whose name ends in ``:VITAL`` is
+    still found by ``step:NAME`` first), ``LCP``/``FCP``/``CLS``/``TTFB``/``INP``/``TBT``/``SI`` (a
+    flow's first navigation that has it, or the Lighthouse metric), ``bytes`` and ``requests`` (transferred over the run), ``score:CATEGORY`` and
     ``audit:ID`` (Lighthouse).
     """
     if not result:
@@ -157,6 +159,9 @@ def lab_value(result: dict[str, Any] | None, metric: str) -> float | None:
         return _num(total.get("transferSize" if metric == "bytes" else "requestCount"))
     if metric.startswith("step:"):
         name = metric.removeprefix("step:")
+        step, _, vital = name.rpartition(":")
+        if step and vital in DOCUMENT_VITALS and not any(s.get("name") == name for s in steps):
+            return worst_document([s for s in steps if s.get("name") == step], vital)
         return next((_num(s.get("duration_ms")) for s in steps if s.get("name") == name), None)
     if metric in ("bytes", "requests"):
         key = "total_bytes" if metric == "bytes" else "total_count"

@@ -171,6 +171,24 @@ def _passed_steps(run: Mapping[str, Any], step: str | None) -> list[Mapping[str,
     return steps
 
 
+DOCUMENT_VITALS = ("LCP", "CLS", "INP", "FCP", "TTFB")
+
+
+def worst_document(steps: Sequence[Mapping[str, Any]], vital: str) -> float | None:
+    """A vital of the steps' slowest document: what a lab budget judges. LCP, FCP and TTFB come
+    from full navigations only; CLS and INP also from soft navigations (a route change's
+    layout shifts and interactions are the page's)."""
+    found = [
+        float(v)
+        for s in steps
+        for nav in s.get("navigations") or []
+        if isinstance(v := (nav.get("vitals") or {}).get(vital), int | float)
+        and not isinstance(v, bool)
+        and (nav.get("kind") == "navigation" or vital in ("CLS", "INP"))
+    ]
+    return max(found) if found else None
+
+
 def flow_value(run: Mapping[str, Any], metric: Metric, step: str | None) -> Any:
     """One run's value of a lab metric (None: not available in this run)."""
     if metric.name == "TBT":
@@ -180,15 +198,8 @@ def flow_value(run: Mapping[str, Any], metric: Metric, step: str | None) -> Any:
         return None
     if metric.name == "step-duration":
         return float(sum(s.get("duration_ms") or 0.0 for s in steps))
-    if metric.name in ("LCP", "CLS", "INP", "FCP", "TTFB"):
-        found = [
-            float(v)
-            for s in steps
-            for nav in s.get("navigations") or []
-            if (v := (nav.get("vitals") or {}).get(metric.name)) is not None
-            and (nav.get("kind") == "navigation" or metric.name in ("CLS", "INP"))
-        ]
-        return max(found) if found else None  # the worst document of the step(s)
+    if metric.name in DOCUMENT_VITALS:
+        return worst_document(steps, metric.name)
     total = 0.0
     for s in steps:
         res = s.get("resources") or {}

@@ -14,6 +14,8 @@ from app.budgets.regress import Thresholds
 from app.budgets.watch import deploy_verdicts
 from app.db import Database, now_ms
 from app.demo.history import DAYS, seed_history
+from app.demo.lab_history import seed_lab_history
+from app.models import Check
 from app.sites import get_site
 from tests.conftest import make_site
 
@@ -81,3 +83,33 @@ async def test_demo_history_fills_the_views(client: Client, db: Database) -> Non
     assert await seed_history(db=db, site_id=sid, base="http://127.0.0.1:8000", page_groups=GROUPS) is None
     again = await _get(client, f"/api/v1/sites/{sid}/summary", since=since)
     assert again["metrics"]["LCP"]["count"] == seeded.page_views
+
+
+async def test_the_demo_lab_regression_shows_on_its_step_not_on_the_first_page(
+    client: Client, db: Database
+) -> None:
+    """The generated deploy slows the product page: the flow's first navigation (home, what
+    ``LCP`` compares) did not change, ``step:product:LCP`` (the step's page, as budgets judge
+    it) regressed."""
+    sid = (await make_site(client, page_groups=list(GROUPS)))["id"]
+    assert await seed_history(db=db, site_id=sid, base="http://127.0.0.1:8000", page_groups=GROUPS)
+    async with db.write() as session:
+        check = Check(
+            name="demo flow", kind="flow", target="http://127.0.0.1:8000/demo/", site_id=sid, created_ms=0
+        )
+        session.add(check)
+    assert await seed_lab_history(db=db, checks=[check], base="http://127.0.0.1:8000") > 100
+
+    async def since_deploy(metric: str) -> dict[str, Any]:
+        body = await _get(client, f"/api/v1/checks/{check.id}/regressions", marker="latest", metric=metric)
+        result: dict[str, Any] = body["results"][0]
+        return result
+
+    product = await since_deploy("step:product:LCP")
+    assert product["outcome"] == "regressed", product
+    assert product["current"] > 1.4 * product["baseline"]
+    # Home's LCP is drawn from one distribution throughout (a chance "improved" is possible).
+    assert (await since_deploy("LCP"))["outcome"] != "regressed"
+    assert (await since_deploy("step:home:LCP"))["outcome"] != "regressed"
+    assert (await since_deploy("step:product"))["outcome"] != "regressed"  # its duration
+    assert (await since_deploy("step:nope:LCP"))["outcome"] == "insufficient-data"

@@ -339,6 +339,18 @@ def test_lcp_by_step_is_what_budgets_judge() -> None:
     assert [c["title"] for c in check_charts("flow", one_step)] == ["Duration", "Vitals", "CLS"]
 
 
+def test_a_step_vital_metric_and_a_step_named_like_one() -> None:
+    from app.budgets.compare import lab_value
+
+    result = flow(1000, 2000)
+    assert lab_value(result, "step:product:LCP") == 2000.0
+    assert lab_value(result, "step:product:TTFB") == 80.0
+    assert lab_value(result, "step:product") == 2100.0  # its duration
+    result["steps"][0]["name"] = "home:LCP"  # an existing step's name wins: its duration
+    assert lab_value(result, "step:home:LCP") == 1100.0
+    assert lab_value(result, "step:nope:LCP") is None
+
+
 def test_check_charts_take_the_newest_run_s_steps_first() -> None:
     def run(*steps: str) -> CheckRun:
         result = {"steps": [{"name": n, "duration_ms": 100.0 * (i + 1)} for i, n in enumerate(steps)]}
