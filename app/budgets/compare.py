@@ -178,7 +178,8 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-async def lab_values(*, db: Database, check_id: int, metric: str, span: tuple[int, int]) -> list[float]:
+async def lab_results(*, db: Database, check_id: int, span: tuple[int, int]) -> list[dict[str, Any]]:
+    """The results of the check's runs that measured something in ``span``, oldest first."""
     query = select(CheckRun).where(
         CheckRun.check_id == check_id,
         CheckRun.started_ms >= span[0],
@@ -187,7 +188,12 @@ async def lab_values(*, db: Database, check_id: int, metric: str, span: tuple[in
     )
     async with db.read() as session:
         runs = (await session.exec(query.order_by(col(CheckRun.started_ms)))).all()
-    return [v for r in runs if (v := lab_value(r.result, metric)) is not None]
+    return [r.result for r in runs if r.result]
+
+
+async def lab_values(*, db: Database, check_id: int, metric: str, span: tuple[int, int]) -> list[float]:
+    results = await lab_results(db=db, check_id=check_id, span=span)
+    return [v for r in results if (v := lab_value(r, metric)) is not None]
 
 
 async def lab_comparison(

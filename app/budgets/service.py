@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from app.budgets import store
@@ -54,6 +55,7 @@ class BudgetService:
             min_effect_pct=settings.regress_min_effect_pct,
             min_samples=settings.regress_min_field_samples,
         )
+        self.lab_thresholds = replace(self.thresholds, min_samples=settings.regress_min_lab_runs)
         self.notifier = notifier
         self.evaluator = evaluator
         self._sending: set[asyncio.Task[None]] = set()
@@ -109,7 +111,12 @@ class BudgetService:
 
         async def judge(site: Site, at: int) -> list[Verdict]:
             return await deploy_verdicts(
-                db=self.db, site=site, now_ms=at, watch_ms=self.watch_ms, thresholds=self.thresholds
+                db=self.db,
+                site=site,
+                now_ms=at,
+                watch_ms=self.watch_ms,
+                thresholds=self.thresholds,
+                lab_thresholds=self.lab_thresholds,
             )
 
         return await self._every_site(judge, "deploy regressions of site %s could not be compared")

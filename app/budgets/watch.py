@@ -12,7 +12,13 @@ The budget ids (``regression:LCP:mobile``) do not name the deploy, so one alert 
 metric across deploys. After the watch period the state stays as last judged, until the next
 deploy.
 
-A regressed verdict also says where: the same comparison for each of the device's MAX_GROUPS
+With lab thresholds given, each of the site's checks with runs on both sides is compared too, on
+the same window (Mann-Whitney U, as ``GET /api/v1/checks/ID/regressions?marker=latest``): a flow's
+whole duration and each step's LCP as budgets judge it (``step:NAME:LCP``, the steps of its newest
+run), a Lighthouse audit's performance score, LCP, TBT and CLS. Their ids are
+``regression:check:ID:METRIC``, in the same ``site:ID`` scope. Each check's runs are read once.
+
+A regressed field verdict also says where: the same comparison for each of the device's MAX_GROUPS
 busiest page groups, and the detail names those that regressed on their own, worst first
 ("…; page groups: /product/:id +1100 ms"). Only then, so a quiet deploy costs no more
 bootstraps; one alert state per metric and device, not per page group, keeps alerts few.
@@ -23,17 +29,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
-from app.budgets.compare import FIELD_METRICS, Window, busiest_page_groups, field_values, unit_of, window_for
-from app.budgets.regress import Regression, Thresholds, field_regression
+from app import checks as check_data
+from app.budgets.compare import (
+    FIELD_METRICS,
+    Window,
+    busiest_page_groups,
+    field_values,
+    lab_results,
+    lab_value,
+    unit_of,
+    window_for,
+)
+from app.budgets.regress import Regression, Thresholds, field_regression, lab_regression
 from app.budgets.store import find_marker
 from app.budgets.verdict import Status, Verdict
 from app.db import Database
-from app.models import Site
+from app.models import Check, Site
 
 WINDOW_MS = 24 * 3_600_000  # the API's default window
 DEVICES = ("mobile", "desktop")
 MAX_GROUPS = 10  # page groups compared behind a regressed metric and device
+MAX_STEPS = 8  # a flow's steps whose LCP is watched (one alert state each)
+LIGHTHOUSE_WATCHED = ("score:performance", "LCP", "TBT", "CLS")
 _STATUS: dict[str, Status] = {"regressed": "warn", "insufficient-data": "insufficient-data"}
 
 
@@ -43,17 +62,35 @@ def regression_verdict(
     """A comparison as a verdict: ``warn`` when regressed, ``pass`` when unchanged or improved.
     ``limit`` is the baseline p75 and ``margin`` the change, signed like a budget's (negative is
     worse). ``groups`` are the page groups that regressed on their own, worst first."""
-    margin = None if r.delta is None else (-r.delta if r.higher_is_worse else r.delta)
+    return _verdict(
+        r,
+        f"regression:{r.metric}:{device}",
+        f"{r.metric} p75 on {device} since the latest deploy",
+        f"{r.summary} ({device}){_where(r, groups)}",
+    )
+
+
+def lab_verdict(r: Regression, check: Check) -> Verdict:
+    """A check's comparison (medians) as a verdict, as :func:`regression_verdict`."""
+    return _verdict(
+        r,
+        f"regression:check:{check.id}:{r.metric}",
+        f"{check.name}: {r.metric} median since the latest deploy",
+        f"{r.summary} (check {check.name})",
+    )
+
+
+def _verdict(r: Regression, budget_id: str, name: str, detail: str) -> Verdict:
     return Verdict(
-        budget_id=f"regression:{r.metric}:{device}",
-        name=f"{r.metric} p75 on {device} since the latest deploy",
+        budget_id=budget_id,
+        name=name,
         status=_STATUS.get(r.outcome, "pass"),
         actual=r.current,
         limit=r.baseline,
-        margin=margin,
+        margin=None if r.delta is None else (-r.delta if r.higher_is_worse else r.delta),
         unit=r.unit,
         samples=r.current_n,
-        detail=f"{r.summary} ({device}){_where(r, groups)}",
+        detail=detail,
     )
 
 
@@ -66,10 +103,17 @@ def _where(r: Regression, groups: Sequence[tuple[str, Regression]]) -> str:
 
 
 async def deploy_verdicts(
-    *, db: Database, site: Site, now_ms: int, watch_ms: int, thresholds: Thresholds
+    *,
+    db: Database,
+    site: Site,
+    now_ms: int,
+    watch_ms: int,
+    thresholds: Thresholds,
+    lab_thresholds: Thresholds | None = None,
 ) -> list[Verdict]:
     """The site's regression verdicts, or none when its latest deploy is older than ``watch_ms``
-    (or there is none). A metric and device with no field values on either side gets none."""
+    (or there is none). A metric and device with no field values on either side gets none; with
+    ``lab_thresholds``, its checks' verdicts follow (a check without runs on a side gets none)."""
     assert site.id is not None
     marker = await find_marker(db=db, site_id=site.id, ref="latest")
     if marker is None or not 0 < now_ms - marker.ts <= watch_ms:
@@ -93,6 +137,43 @@ async def deploy_verdicts(
                     db=db, site_id=site.id, metric=metric, device=device, window=window, thresholds=thresholds
                 )
             verdicts.append(regression_verdict(result, device=device, groups=groups))
+    if lab_thresholds is not None:
+        for check in await check_data.list_checks(db=db):
+            if check.site_id == site.id:
+                verdicts += await _check_verdicts(db, check, window, lab_thresholds)
+    return verdicts
+
+
+def watched_metrics(check: Check, newest: dict[str, Any] | None) -> list[str]:
+    """What the watch compares for a check: see the module docstring."""
+    if check.kind == "lighthouse":
+        return list(LIGHTHOUSE_WATCHED)
+    names = [s.get("name") for s in (newest or {}).get("steps") or [] if isinstance(s, dict)]
+    steps = [f"step:{n}:LCP" for n in dict.fromkeys(names) if isinstance(n, str)]
+    return ["duration", *[m for m in steps if lab_value(newest, m) is not None][:MAX_STEPS]]
+
+
+async def _check_verdicts(
+    db: Database, check: Check, window: Window, thresholds: Thresholds
+) -> list[Verdict]:
+    assert check.id is not None
+    base = await lab_results(db=db, check_id=check.id, span=window.baseline)
+    cur = await lab_results(db=db, check_id=check.id, span=window.current)
+    if not base or not cur:
+        return []
+    verdicts = []
+    for metric in watched_metrics(check, cur[-1]):
+        r = lab_regression(
+            [v for x in base if (v := lab_value(x, metric)) is not None],
+            [v for x in cur if (v := lab_value(x, metric)) is not None],
+            metric=metric,
+            unit=unit_of(metric),
+            since=window.since,
+            thresholds=thresholds,
+            higher_is_worse=not metric.startswith("score:"),
+        )
+        if r.baseline_n or r.current_n:
+            verdicts.append(lab_verdict(r, check))
     return verdicts
 
 

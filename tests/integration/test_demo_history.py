@@ -113,3 +113,22 @@ async def test_the_demo_lab_regression_shows_on_its_step_not_on_the_first_page(
     assert (await since_deploy("step:home:LCP"))["outcome"] != "regressed"
     assert (await since_deploy("step:product"))["outcome"] != "regressed"  # its duration
     assert (await since_deploy("step:nope:LCP"))["outcome"] == "insufficient-data"
+
+    # The deploy watch compares the same, and only the product step's LCP regressed.
+    site = await get_site(db=db, site_id=sid)
+    assert site is not None
+    watch = await deploy_verdicts(db=db, site=site, now_ms=now_ms(), watch_ms=48 * 3_600_000,
+                                  thresholds=Thresholds(min_samples=100), lab_thresholds=Thresholds(min_samples=5))  # fmt: skip
+    lab = {v.budget_id: v for v in watch if v.budget_id.startswith("regression:check:")}
+    prefix = f"regression:check:{check.id}:"
+    assert sorted(lab) == [prefix + m for m in ("duration", "step:home:LCP", "step:product:LCP")]
+    assert {k: v.status for k, v in lab.items() if v.status == "warn"} == {
+        prefix + "step:product:LCP": "warn"
+    }
+    regressed = lab[prefix + "step:product:LCP"]
+    assert regressed.margin is not None
+    assert regressed.margin < 0  # worse, signed like a budget's
+    assert regressed.detail.endswith("since deploy 9b3d0a1 regressed (check demo flow)"), regressed.detail
+    without = await deploy_verdicts(db=db, site=site, now_ms=now_ms(), watch_ms=48 * 3_600_000,
+                                    thresholds=Thresholds(min_samples=100))  # fmt: skip
+    assert not [v for v in without if v.budget_id.startswith("regression:check:")]
