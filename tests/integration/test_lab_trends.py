@@ -280,6 +280,29 @@ async def test_a_check_page_charts_its_runs_over_the_range(lab_app: Any) -> None
     assert "(scores 0\u2013100)" in unescape(audit_page)
 
 
+async def test_a_check_page_draws_the_site_s_deploys_in_its_range(lab_app: Any) -> None:
+    from app.budgets.store import add_marker
+
+    client, db, ids = lab_app
+    await add_marker(
+        db=db, site_id=ids["site"], commit="cafe1234beef", branch="main", ts_ms=ids["now"] - 20 * HOUR
+    )
+    await add_marker(
+        db=db, site_id=ids["site"], commit="0ld0ld0ld", branch="main", ts_ms=ids["now"] - 8 * 24 * HOUR
+    )
+    page = await client.get(f"/ui/checks/{ids['journey']}")  # 7 days: the older deploy is outside
+    found = re.search(r'id="chart-data">(.*?)</script>', page.text, re.S)
+    assert found is not None
+    assert json.loads(found[1])["markers"] == [{"t": (ids["now"] - 20 * HOUR) // 1000, "label": "cafe123"}]
+    day = re.search(
+        r'id="chart-data">(.*?)</script>',
+        (await client.get(f"/ui/checks/{ids['journey']}?range=24h")).text,
+        re.S,
+    )
+    assert day is not None
+    assert [m["label"] for m in json.loads(day[1])["markers"]] == ["cafe123"]
+
+
 async def test_a_check_page_charts_a_custom_range_of_days(lab_app: Any) -> None:
     client, _, ids = lab_app
     old = ids["now"] - 9 * 24 * HOUR  # the one run that day

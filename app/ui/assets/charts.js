@@ -113,7 +113,7 @@ function trend(el, c, markers) {
 
 // A check's own chart: one line per series (the whole run, each step, each vital or score) over
 // its runs; a run without a value leaves a gap.
-function runsChart(el, x, range, c) {
+function runsChart(el, x, range, c, markers) {
   const unit = c.unit === 'CLS' ? 'CLS' : c.unit === 'score' ? 'score' : 'ms';
   const show = (v) => (v == null ? '–' : unit === 'score' ? String(v) : fmt(unit, v));
   return new uPlot(
@@ -129,6 +129,7 @@ function runsChart(el, x, range, c) {
         })),
       ],
       legend: {show: true},
+      hooks: {drawAxes: [deployLines(markers)]},
     },
     [x, ...c.series.map((s) => s.y)],
     el,
@@ -193,7 +194,7 @@ function main() {
   const runs = spec.runs;
   (runs ? runs.charts : []).forEach((c, i) => {
     const el = document.querySelector(`[data-chart="run-${i}"]`);
-    if (el && runs.x.length) draws.push([el, () => runsChart(el, runs.x, runs.range, c)]);
+    if (el && runs.x.length) draws.push([el, () => runsChart(el, runs.x, runs.range, c, spec.markers || [])]);
   });
   const histEl = document.querySelector('[data-chart="histogram"]');
   if (histEl && spec.histogram && spec.histogram.bins.length) draws.push([histEl, () => histogram(histEl, spec.histogram)]);
