@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from app.db import Database, now_ms
-from app.models import Check, CheckRun, Site, table
+from app.models import AlertState, BudgetStatus, Check, CheckRun, Site, table
 from app.sites import Conflict, InvalidInput
 from probes.safety import TargetPolicy, TargetRefused, Unresolvable
 
@@ -192,12 +192,24 @@ async def upsert_check(
 
 
 async def delete_check(*, db: Database, check_id: int) -> bool:
-    """Delete the check, its runs and their artifacts on disk; False if there is no such check."""
+    """Delete the check, its runs and their artifacts on disk, and what was judged of it: the
+    verdicts and alert states of its ``check:ID`` scope and its deploy-watch ones
+    (``regression:check:ID:…`` in its site's scope), which would otherwise stay on the budgets
+    page as last judged. False if there is no such check."""
     from app.run_retention import remove_run_dirs, run_ids_of_checks
 
     async with db.write_conn() as conn:
         run_ids = await run_ids_of_checks(conn, [check_id])
         await conn.execute(sa.delete(table(CheckRun)).where(table(CheckRun).c.check_id == check_id))
+        for judged in (table(BudgetStatus), table(AlertState)):
+            await conn.execute(
+                sa.delete(judged).where(
+                    sa.or_(
+                        judged.c.scope == f"check:{check_id}",
+                        judged.c.budget_id.startswith(f"regression:check:{check_id}:", autoescape=True),
+                    )
+                )
+            )
         result = await conn.execute(sa.delete(table(Check)).where(table(Check).c.id == check_id))
     await remove_run_dirs(db.settings.data_dir, run_ids)
     return bool(result.rowcount)

@@ -9,13 +9,18 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlmodel import select
 
+from app import checks as check_data
+from app.budgets.alerts import AlertPolicy
+from app.budgets.notify import payload_for
 from app.budgets.regress import Thresholds
+from app.budgets.store import record_verdicts
 from app.budgets.watch import deploy_verdicts
 from app.db import Database, now_ms
 from app.demo.history import DAYS, seed_history
 from app.demo.lab_history import seed_lab_history
-from app.models import Check
+from app.models import AlertState, BudgetStatus, Check
 from app.sites import get_site
 from tests.conftest import make_site
 
@@ -132,3 +137,24 @@ async def test_the_demo_lab_regression_shows_on_its_step_not_on_the_first_page(
     without = await deploy_verdicts(db=db, site=site, now_ms=now_ms(), watch_ms=48 * 3_600_000,
                                     thresholds=Thresholds(min_samples=100))  # fmt: skip
     assert not [v for v in without if v.budget_id.startswith("regression:check:")]
+
+    # Deleting the check takes what was judged of it along; the site's field verdicts stay.
+    await record_verdicts(
+        db=db, scope=f"site:{sid}", verdicts=watch, policy=AlertPolicy(), payload_for=payload_for
+    )
+    await record_verdicts(db=db, scope=f"check:{check.id}", verdicts=watch[:1], policy=AlertPolicy(),
+                          payload_for=payload_for)  # fmt: skip
+
+    async def judged() -> set[tuple[str, str]]:
+        async with db.read() as session:
+            states = (await session.exec(select(AlertState.scope, AlertState.budget_id))).all()
+            statuses = (await session.exec(select(BudgetStatus.scope, BudgetStatus.budget_id))).all()
+        assert set(states) == set(statuses)
+        return set(states)
+
+    assert len(await judged()) == len(watch) + 1
+    assert await check_data.delete_check(db=db, check_id=check.id)
+    left = await judged()
+    assert left == {
+        (f"site:{sid}", v.budget_id) for v in watch if not v.budget_id.startswith("regression:check:")
+    }
