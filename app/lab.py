@@ -173,27 +173,29 @@ def compare_rows(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any
     return rows
 
 
-# A check's own charts: (title, unit, the regressions API's lab metrics drawn; "step:*" is each step).
+# A check's own charts: (title, unit, the regressions API's lab metrics drawn, "*" standing for
+# each step's name; the fewest series worth a chart).
 # Each step's slowest page (``step:NAME:LCP``): what a budget judges (on a step, or the slowest of
-# all steps without one), where the Vitals chart shows the flow's first navigation. Drawn only for
-# flows with two or more steps that measured LCP; with one it repeats Vitals.
+# all steps without one), where the Vitals chart shows the flow's first navigation. With one step
+# it would repeat Vitals, so it needs two.
 STEP_LCP = "LCP by step"
-CHECK_CHARTS: dict[str, list[tuple[str, str, list[str]]]] = {
+CHECK_CHARTS: dict[str, list[tuple[str, str, list[str], int]]] = {
     "flow": [
-        ("Duration", "ms", ["duration", "step:*"]),
-        ("Vitals", "ms", ["LCP", "FCP", "TTFB", "INP"]),
-        (STEP_LCP, "ms", ["step:*:LCP"]),
-        ("CLS", "CLS", ["CLS"]),
+        ("Duration", "ms", ["duration", "step:*"], 1),
+        ("Vitals", "ms", ["LCP", "FCP", "TTFB", "INP"], 1),
+        (STEP_LCP, "ms", ["step:*:LCP"], 2),
+        ("CLS", "CLS", ["CLS"], 1),
     ],
     "lighthouse": [
         (
             "Scores",
             "score",
             ["score:performance", "score:accessibility", "score:best-practices", "score:seo"],
+            1,
         ),
-        ("Metrics", "ms", ["LCP", "FCP", "TBT", "SI"]),
-        ("CLS", "CLS", ["CLS"]),
-        ("Duration", "ms", ["duration"]),
+        ("Metrics", "ms", ["LCP", "FCP", "TBT", "SI"], 1),
+        ("CLS", "CLS", ["CLS"], 1),
+        ("Duration", "ms", ["duration"], 1),
     ],
 }
 MAX_STEP_SERIES = 8
@@ -215,7 +217,7 @@ def check_charts(kind: str, runs: Sequence[CheckRun]) -> list[dict[str, Any]]:
             if isinstance(name, str) and name not in steps and len(steps) < MAX_STEP_SERIES:
                 steps.append(name)
     charts = []
-    for title, unit, metrics in CHECK_CHARTS.get(kind, []):
+    for title, unit, metrics, fewest in CHECK_CHARTS.get(kind, []):
         series = []
         for metric, name in [
             pair
@@ -229,6 +231,6 @@ def check_charts(kind: str, runs: Sequence[CheckRun]) -> list[dict[str, Any]]:
                 y = [None if v is None else round(v * 100, 1) for v in y]
             if any(v is not None for v in y):
                 series.append({"name": name, "y": y})
-        if len(series) >= (2 if title == STEP_LCP else 1):
+        if len(series) >= fewest:
             charts.append({"title": title, "unit": unit, "series": series})
     return charts

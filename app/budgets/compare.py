@@ -134,11 +134,11 @@ async def field_comparison(
 def lab_value(result: dict[str, Any] | None, metric: str) -> float | None:
     """One number from a run's result.
 
-    ``duration`` (the whole run), ``step:NAME`` (a flow step's duration), ``step:NAME:VITAL`` (the
-    step's slowest document, as budgets judge it; a step whose name ends in ``:VITAL`` is
-    still found by ``step:NAME`` first), ``LCP``/``FCP``/``CLS``/``TTFB``/``INP``/``TBT``/``SI`` (a
-    flow's first navigation that has it, or the Lighthouse metric), ``bytes`` and ``requests`` (transferred over the run), ``score:CATEGORY`` and
-    ``audit:ID`` (Lighthouse).
+    ``duration`` (the whole run), ``step:NAME`` (a flow step's duration), ``step:NAME:VITAL``
+    (the step's slowest document, as budgets judge it; a step whose name ends in ``:VITAL`` is
+    still found by ``step:NAME`` first), ``LCP``/``FCP``/``CLS``/``TTFB``/``INP``/``TBT``/``SI``
+    (a flow's first navigation that has it, or the Lighthouse metric), ``bytes`` and
+    ``requests`` (transferred over the run), ``score:CATEGORY`` and ``audit:ID`` (Lighthouse).
     """
     if not result:
         return None

@@ -15,7 +15,6 @@ from litestar.response import File, Redirect, Template
 
 from app import checks as check_data
 from app.api.deps import services
-from app.budgets.store import list_markers
 from app.lab import STEP_LCP, check_charts, runs_in_range
 from app.models import Check, CheckRun
 from app.run_retention import expired_message, run_dir
@@ -124,10 +123,9 @@ async def check_page(
     span = [view.since_ms // 1000, view.until_ms // 1000]
     # The site's deploys as grey lines, as on the trends page: a step that changed with a deploy
     # shows it at a glance.
-    deploys = [] if check.site_id is None else await list_markers(
-        db=db, site_id=check.site_id, since_ms=view.since_ms, until_ms=view.until_ms, limit=100)  # fmt: skip
+    deploys = [] if check.site_id is None else await data.deploys(services(request), check.site_id, view)
     chart = {"runs": {"x": x, "range": span, "charts": check_charts(check.kind, charted)},
-             "markers": [{"t": m.ts // 1000, "label": m.commit_sha[:7]} for m in deploys]}  # fmt: skip
+             "markers": data.chart_markers(deploys)}  # fmt: skip
     return await page(request, "check.html", status_code=status_code, check=check, runs=runs, view=view,
                       ranges=data.RANGES, chart=chart, charts=bool(charted), charted=len(charted), in_range=total,
                       step_lcp=STEP_LCP, **context)  # fmt: skip

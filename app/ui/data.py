@@ -209,14 +209,18 @@ async def trends(svc: Services, site: Site, view: View) -> dict[str, Any]:
     return got
 
 
-async def deploys(svc: Services, site: Site, view: View) -> list[dict[str, Any]]:
+async def deploys(svc: Services, site_id: int, view: View) -> list[dict[str, Any]]:
     """Deploy markers in the view's range, oldest first. Not cached with the field answers:
     the cache is invalidated by new beacons, not by new markers."""
-    assert site.id is not None
-    markers = await list_markers(db=svc.db, site_id=site.id, since_ms=view.since_ms, until_ms=view.until_ms,
+    markers = await list_markers(db=svc.db, site_id=site_id, since_ms=view.since_ms, until_ms=view.until_ms,
                                  limit=100)  # fmt: skip
     return [{"t": m.ts, "commit": m.commit_sha, "branch": m.branch, "message": m.message}
             for m in reversed(markers)]  # fmt: skip
+
+
+def chart_markers(deploys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Deploys as charts.js draws them: grey lines at ``t`` (seconds) with the short commit."""
+    return [{"t": d["t"] // 1000, "label": d["commit"][:7]} for d in deploys]
 
 
 async def compare(svc: Services, site: Site, view: View, *, pivot_ms: int | None) -> dict[str, Any]:

@@ -100,7 +100,8 @@ async def trends(request: Request[Any, Any, Any], site_id: int) -> Template:
     site = await readable_site(request, site_id)
     view = data.parse_view(_params(request), now=data.now_ms())
     got = await data.trends(services(request), site, view)
-    deploys = await data.deploys(services(request), site, view)
+    assert site.id is not None
+    deploys = await data.deploys(services(request), site.id, view)
     # Chart input: seconds on x (uPlot's time scale), p75 on y, thresholds for the guide lines.
     spec = budgetlines.spec_of(request.app.state, services(request).settings.budgets_file)
     budget = {m: budgetlines.lines(spec, metric=m, group=view.filters.get("group"), device=view.filters.get("device"))
@@ -114,7 +115,7 @@ async def trends(request: Request[Any, Any, Any], site_id: int) -> Template:
                     "lab": [{"name": c["check"], "x": [p[0] // 1000 for p in c["points"][m]], "y": [p[1] for p in c["points"][m]]}
                             for c in lab if c["points"].get(m)]} for m in data.METRICS],
         "histogram": {"metric": view.metric, "bins": got["bins"]},
-        "markers": [{"t": d["t"] // 1000, "label": d["commit"][:7]} for d in deploys],
+        "markers": data.chart_markers(deploys),
     }  # fmt: skip
     return await site_page(request, site_id, "trends.html", charts=True, got=got, chart=chart,
                             metrics=data.METRICS, deploys=deploys, budget=budget, lab=lab)  # fmt: skip
