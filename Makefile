@@ -85,19 +85,20 @@ lint: $(VENV)/.installed
 # sockets more than they compute), then the tests marked `serial` one at a time, with the
 # machine to themselves: they count Chromium processes, or run Lighthouse, whose numbers other
 # load would move. Both passes run even if the first fails; make fails if either did.
+# $(call two_passes,WHICH,MARKERS AND ) - WHICH names the tests, the prefix narrows both passes.
 TEST_WORKERS ?= 2
+define two_passes
+	@rc=0; echo "== $(1) not marked serial, $(TEST_WORKERS) processes"; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "$(2)not serial" || rc=$$?; \
+	echo "== $(1) marked serial, one at a time"; \
+	$(PY) -m pytest -q -m "$(2)serial" || rc=$$?; exit $$rc
+endef
 
 test: install lint
-	@rc=0; echo "== tests not marked serial, $(TEST_WORKERS) processes"; \
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" || rc=$$?; \
-	echo "== tests marked serial, one at a time"; \
-	$(PY) -m pytest -q -m serial || rc=$$?; exit $$rc
+	$(call two_passes,tests,)
 
 test-fast: install
-	@rc=0; echo "== fast tests not marked serial, $(TEST_WORKERS) processes"; \
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not serial" || rc=$$?; \
-	echo "== fast tests marked serial, one at a time"; \
-	$(PY) -m pytest -q -m "serial and not slow" || rc=$$?; exit $$rc
+	$(call two_passes,fast tests,not slow and )
 
 bench: install
 	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
